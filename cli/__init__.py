@@ -1,0 +1,1 @@
+"""trtx command-line harness."""

@@ -1,0 +1,42 @@
+"""Every device decision in one place: which device a rank computes on, which collective backend it
+uses, and how much memory it may count on.
+
+CUDA when a GPU is visible (one per rank, chosen by local rank), CPU otherwise; `TRTX_DEVICE=cpu`
+forces CPU ranks on a GPU machine (e.g. to run a GPU test list's configuration on CPU).
+"""
+from __future__ import annotations
+
+import os
+
+import psutil
+import torch
+
+
+def select_device(local_rank: int = 0) -> torch.device:
+    forced = os.environ.get("TRTX_DEVICE")
+    if forced:
+        return torch.device(forced)
+    if torch.cuda.is_available():
+        return torch.device("cuda", local_rank % torch.cuda.device_count())
+    return torch.device("cpu")
+
+
+def dist_backend(device: torch.device) -> str:
+    return "nccl" if device.type == "cuda" else "gloo"
+
+
+def free_memory_bytes(device: torch.device) -> int:
+    """Memory this rank could still allocate: free GPU memory, or available host RAM on CPU."""
+    if device.type == "cuda":
+        free, _total = torch.cuda.mem_get_info(device)
+        return int(free)
+    return int(psutil.virtual_memory().available)
+
+
+def default_kv_cache_bytes(device: torch.device) -> int:
+    """The KV cache's share of free memory when the caller does not size it: most of a GPU's free
+    memory; on CPU a modest slice of RAM, since ranks share the host."""
+    free = free_memory_bytes(device)
+    if device.type == "cuda":
+        return int(free * 0.85)
+    return int(min(free * 0.1, 2 << 30))

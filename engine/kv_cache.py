@@ -1,0 +1,59 @@
+"""The paged KV cache: per-layer key/value tensors cut into fixed-size blocks, and the block manager
+that hands blocks to requests.
+
+Block 0 is never handed out: padded block-table entries and dummy tokens (warmup, padded batches)
+point at it, so their writes can never land in a live request's cache.
+"""
+from __future__ import annotations
+
+import torch
+
+NULL_BLOCK = 0
+
+
+def allocate_kv_cache(num_layers: int, num_blocks: int, block_size: int, kv_heads: int, head_dim: int,
+                      dtype: torch.dtype, device: torch.device) -> list[tuple[torch.Tensor, torch.Tensor]]:
+    shape = (num_blocks, block_size, kv_heads, head_dim)
+    # Zeroed, not empty: a masked-out slot must never hold NaN bits that a matmul could spread.
+    return [(torch.zeros(shape, dtype=dtype, device=device), torch.zeros(shape, dtype=dtype, device=device))
+            for _ in range(num_layers)]
+
+
+def kv_bytes_per_block(num_layers: int, block_size: int, kv_heads: int, head_dim: int, dtype: torch.dtype) -> int:
+    return 2 * num_layers * block_size * kv_heads * head_dim * torch.empty((), dtype=dtype).element_size()
+
+
+class BlockManager:
+    def __init__(self, num_blocks: int, block_size: int):
+        if num_blocks < 2:
+            raise ValueError(f"the KV cache needs at least 2 blocks (one is reserved), got {num_blocks}")
+        self.num_blocks, self.block_size = num_blocks, block_size
+        self._free = list(range(num_blocks - 1, NULL_BLOCK, -1))   # a stack: pop() gives low ids first
+        self.tables: dict[int, list[int]] = {}
+
+    @property
+    def num_free(self) -> int:
+        return len(self._free)
+
+    @property
+    def capacity_tokens(self) -> int:
+        return (self.num_blocks - 1) * self.block_size
+
+    def blocks_for(self, num_tokens: int) -> int:
+        return -(-num_tokens // self.block_size)
+
+    def allocate(self, request_id: int, num_tokens: int) -> bool:
+        """Grow the request's table to hold `num_tokens` tokens. All or nothing: False (and no
+        change) when there are not enough free blocks."""
+        table = self.tables.setdefault(request_id, [])
+        need = self.blocks_for(num_tokens) - len(table)
+        if need > len(self._free):
+            if not table:
+                del self.tables[request_id]
+            return False
+        for _ in range(max(need, 0)):
+            table.append(self._free.pop())
+        return True
+
+    def free(self, request_id: int) -> None:
+        self._free.extend(reversed(self.tables.pop(request_id, [])))

@@ -1,0 +1,61 @@
+"""A request's state as it moves through the engine, and the outputs handed back to the caller."""
+from __future__ import annotations
+
+import enum
+from dataclasses import dataclass, field
+
+import torch
+
+from .sampling import SamplingParams
+
+
+class Status(enum.Enum):
+    WAITING = "waiting"
+    RUNNING = "running"
+    FINISHED = "finished"
+
+
+@dataclass
+class Request:
+    request_id: int
+    prompt_token_ids: list[int]
+    params: SamplingParams
+    output_token_ids: list[int] = field(default_factory=list)
+    status: Status = Status.WAITING
+    # Tokens whose keys and values are in the cache. A preempted request drops back to 0 and
+    # recomputes prompt + output so far.
+    num_computed_tokens: int = 0
+    finish_reason: str | None = None
+    stop_text_end: int | None = None       # where a matched stop string starts in the output text
+    context_logits: list[torch.Tensor] = field(default_factory=list)   # chunks, [n, vocab] each
+    generator: torch.Generator | None = None
+    num_preemptions: int = 0
+
+    @property
+    def all_token_ids(self) -> list[int]:
+        return self.prompt_token_ids + self.output_token_ids
+
+    @property
+    def num_tokens(self) -> int:
+        return len(self.prompt_token_ids) + len(self.output_token_ids)
+
+    @property
+    def num_context_logits(self) -> int:
+        return sum(c.shape[0] for c in self.context_logits)
+
+
+@dataclass
+class CompletionOutput:
+    index: int
+    token_ids: list[int]
+    text: str
+    finish_reason: str | None
+
+
+@dataclass
+class RequestOutput:
+    request_id: int
+    prompt_token_ids: list[int]
+    outputs: list[CompletionOutput]
+    context_logits: torch.Tensor | None = None    # [prompt_len, vocab] fp32, when asked for
+    finished: bool = True
