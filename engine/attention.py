@@ -23,14 +23,15 @@ class AttentionMetadata:
     slot_mapping: torch.Tensor     # [T] cache slot (block * block_size + offset) each token writes
     block_tables: torch.Tensor     # [B, blocks] cache blocks of each sequence, padded with block 0
     mask: torch.Tensor             # [B, 1, Qmax, Kmax] which keys each (padded) query may see
+    window_mask: torch.Tensor | None  # the same, limited to the sliding window (layers that use one)
     max_kv_len: int                # Kmax: keys gathered per sequence
     pad_index: torch.Tensor | None  # [T] row of each token in the [B*Qmax] padded layout; None when Qmax == 1
     num_seqs: int
     max_query_len: int
 
 
-def paged_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor,
-                    k_cache: torch.Tensor, v_cache: torch.Tensor, meta: AttentionMetadata) -> torch.Tensor:
+def paged_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, k_cache: torch.Tensor,
+                    v_cache: torch.Tensor, meta: AttentionMetadata, sliding: bool = False) -> torch.Tensor:
     """q: [T, H, D]; k, v: [T, Hkv, D]; caches: [blocks, block_size, Hkv, D]. Returns [T, H*D]."""
     num_tokens, num_heads, head_dim = q.shape
     kv_heads = k.shape[1]
@@ -47,7 +48,8 @@ def paged_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor,
         queries = queries.view(batch, q_max, num_heads, head_dim)
     out = F.scaled_dot_product_attention(
         queries.transpose(1, 2), keys.transpose(1, 2), values.transpose(1, 2),
-        attn_mask=meta.mask, enable_gqa=kv_heads != num_heads)          # [B, H, Qmax, D]
+        attn_mask=meta.window_mask if sliding else meta.mask,
+        enable_gqa=kv_heads != num_heads)                               # [B, H, Qmax, D]
     out = out.transpose(1, 2).reshape(batch * q_max, num_heads * head_dim)
     if meta.pad_index is not None:
         out = out.index_select(0, meta.pad_index)

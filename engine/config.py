@@ -58,6 +58,7 @@ class ModelConfig:
     o_bias: bool = False                  # Llama's attention_bias (Qwen2 has none on o_proj)
     mlp_bias: bool = False
     sliding_window: int | None = None
+    sliding_layers: tuple[bool, ...] = ()   # which layers use the window (all, for Mistral)
     dtype: torch.dtype = torch.float32
     eos_token_ids: tuple[int, ...] = ()
     bos_token_id: int | None = None
@@ -96,15 +97,27 @@ class ModelConfig:
         heads = int(need("num_attention_heads"))
         head_dim = raw.get("head_dim") or hidden // heads
         is_qwen2 = arch == "Qwen2ForCausalLM"
-        sliding = raw.get("sliding_window")
-        if is_qwen2 and not raw.get("use_sliding_window", False):
-            sliding = None  # Qwen2 stores a window but only uses it when asked to
+        num_layers = int(need("num_hidden_layers"))
+        sliding = raw.get("sliding_window") or None
+        if raw.get("layer_types"):
+            sliding_layers = tuple(t == "sliding_attention" for t in raw["layer_types"])
+        elif is_qwen2:
+            # Qwen2 stores a window but uses it only when asked to, and then only from
+            # max_window_layers on.
+            first = int(raw.get("max_window_layers", num_layers)) if raw.get("use_sliding_window") else num_layers
+            sliding_layers = tuple(i >= first for i in range(num_layers))
+        else:
+            sliding_layers = (True,) * num_layers
+        if not sliding or not any(sliding_layers):
+            sliding, sliding_layers = None, (False,) * num_layers
+        if len(sliding_layers) != num_layers:
+            raise ConfigError(f"{source}: layer_types has {len(sliding_layers)} entries for {num_layers} layers")
         return cls(
             architecture=arch,
             vocab_size=int(need("vocab_size")),
             hidden_size=hidden,
             intermediate_size=int(need("intermediate_size")),
-            num_hidden_layers=int(need("num_hidden_layers")),
+            num_hidden_layers=num_layers,
             num_attention_heads=heads,
             num_key_value_heads=int(raw.get("num_key_value_heads") or heads),
             head_dim=int(head_dim),
@@ -116,6 +129,7 @@ class ModelConfig:
             o_bias=bool(raw.get("attention_bias", False)) and not is_qwen2,
             mlp_bias=bool(raw.get("mlp_bias", False)),
             sliding_window=int(sliding) if sliding else None,
+            sliding_layers=sliding_layers,
             dtype=parse_dtype(raw.get("torch_dtype") or raw.get("dtype") or "float32"),
             bos_token_id=raw.get("bos_token_id"),
             num_nextn_predict_layers=int(raw.get("num_nextn_predict_layers", 0) or 0),

@@ -46,6 +46,7 @@ class EngineCore:
                                cfg.head_dim, cfg.dtype, device)
         self.runner = ModelRunner(self.model, kv, self.blocks, device, cfg.sliding_window)
         self.scheduler = Scheduler(self.blocks, max_num_seqs, max_num_tokens)
+        self.num_steps = 0
 
     def add_request(self, req: Request) -> None:
         if not req.prompt_token_ids:
@@ -68,6 +69,7 @@ class EngineCore:
         batch = self.scheduler.schedule()
         if not batch:
             raise RuntimeError("scheduler produced an empty batch with requests pending (KV cache too small?)")
+        self.num_steps += 1
         inputs = self.runner.prepare(self.runner.chunks(batch))
         hidden = self.runner.forward(inputs)
 

@@ -15,8 +15,9 @@ from .layers import RMSNorm, RotaryEmbedding, ShardedEmbedding, ShardedLinear
 
 
 class Attention(nn.Module):
-    def __init__(self, cfg: ModelConfig, rotary: RotaryEmbedding):
+    def __init__(self, cfg: ModelConfig, rotary: RotaryEmbedding, sliding: bool):
         super().__init__()
+        self.sliding = sliding
         self.num_heads, self.num_kv_heads, self.head_dim = (
             cfg.num_attention_heads, cfg.num_key_value_heads, cfg.head_dim)
         self.qkv_proj = ShardedLinear(cfg.hidden_size, [("q", cfg.q_size), ("k", cfg.kv_size), ("v", cfg.kv_size)],
@@ -33,7 +34,7 @@ class Attention(nn.Module):
         k = k.view(-1, self.num_kv_heads, self.head_dim)
         v = v.view(-1, self.num_kv_heads, self.head_dim)
         q, k = self.rotary(meta.positions, q, k)
-        return self.o_proj(paged_attention(q, k, v, kv_cache[0], kv_cache[1], meta))
+        return self.o_proj(paged_attention(q, k, v, kv_cache[0], kv_cache[1], meta, self.sliding))
 
 
 class MLP(nn.Module):
@@ -52,10 +53,10 @@ class MLP(nn.Module):
 
 
 class DecoderLayer(nn.Module):
-    def __init__(self, cfg: ModelConfig, rotary: RotaryEmbedding):
+    def __init__(self, cfg: ModelConfig, rotary: RotaryEmbedding, layer_id: int):
         super().__init__()
         self.input_layernorm = RMSNorm(cfg.hidden_size, cfg.rms_norm_eps, cfg.dtype)
-        self.self_attn = Attention(cfg, rotary)
+        self.self_attn = Attention(cfg, rotary, sliding=cfg.sliding_layers[layer_id])
         self.post_attention_layernorm = RMSNorm(cfg.hidden_size, cfg.rms_norm_eps, cfg.dtype)
         self.mlp = MLP(cfg)
 
@@ -77,7 +78,7 @@ class LlamaForCausalLM(nn.Module):
         rotary = RotaryEmbedding(rope_inv_freq(cfg.rope, cfg.head_dim), cfg.max_position_embeddings)
         self.rotary = rotary
         self.embed_tokens = ShardedEmbedding(cfg.vocab_size, cfg.hidden_size, cfg.dtype)
-        self.layers = nn.ModuleList(DecoderLayer(cfg, rotary) for _ in range(cfg.num_hidden_layers))
+        self.layers = nn.ModuleList(DecoderLayer(cfg, rotary, i) for i in range(cfg.num_hidden_layers))
         self.norm = RMSNorm(cfg.hidden_size, cfg.rms_norm_eps, cfg.dtype)
         self.lm_head = None if cfg.tie_word_embeddings else ShardedLinear(
             cfg.hidden_size, [(None, cfg.vocab_size)], bias=False, dtype=cfg.dtype)

@@ -58,8 +58,9 @@ class ModelRunner:
         max_kv_len = int((starts + q_lens).max())
         k_pos = torch.arange(max_kv_len)
         mask = k_pos[None, None, :] <= q_pos[:, :, None]                    # causal, and within length
+        window_mask = None
         if self.sliding_window:
-            mask &= k_pos[None, None, :] > q_pos[:, :, None] - self.sliding_window
+            window_mask = (mask & (k_pos[None, None, :] > q_pos[:, :, None] - self.sliding_window)).unsqueeze(1).to(dev)
         slots = block_tables.gather(1, q_pos // bs) * bs + q_pos % bs
 
         if q_max == 1:
@@ -72,7 +73,7 @@ class ModelRunner:
         input_ids = torch.tensor([t for c in chunks for t in c.token_ids], dtype=torch.long)
         meta = AttentionMetadata(
             positions=positions.to(dev), slot_mapping=slot_mapping.to(dev), block_tables=block_tables.to(dev),
-            mask=mask.unsqueeze(1).to(dev), max_kv_len=max_kv_len, pad_index=pad_index,
+            mask=mask.unsqueeze(1).to(dev), window_mask=window_mask, max_kv_len=max_kv_len, pad_index=pad_index,
             num_seqs=batch, max_query_len=q_max)
         return StepInputs(input_ids.to(dev), meta, last_index)
 

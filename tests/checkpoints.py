@@ -1,0 +1,61 @@
+"""Small random checkpoints written by `transformers`, the reference the engine is tested against."""
+from __future__ import annotations
+
+import json
+import string
+from pathlib import Path
+
+import torch
+
+# A character-level vocabulary: specials first, then printable ASCII.
+SPECIALS = ["<pad>", "<s>", "</s>"]
+CHARS = list(string.ascii_letters + string.digits + string.punctuation + " \n")
+
+
+def write_char_tokenizer(model_dir: Path) -> None:
+    """A tokenizer.json whose tokens are single characters (ids beyond them stay unused)."""
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers
+
+    vocab = {tok: i for i, tok in enumerate(SPECIALS + CHARS)}
+    tok = Tokenizer(models.WordLevel(vocab=vocab, unk_token="<pad>"))
+    tok.pre_tokenizer = pre_tokenizers.Split("", behavior="isolated")
+    tok.decoder = decoders.Fuse()
+    tok.add_special_tokens(SPECIALS)
+    tok.save(str(model_dir / "tokenizer.json"))
+
+
+ARCHS = {
+    "llama": ("LlamaConfig", "LlamaForCausalLM"),
+    "qwen2": ("Qwen2Config", "Qwen2ForCausalLM"),
+    "mistral": ("MistralConfig", "MistralForCausalLM"),
+}
+
+BASE = dict(vocab_size=128, hidden_size=64, intermediate_size=160, num_hidden_layers=3, num_attention_heads=4,
+            num_key_value_heads=2, max_position_embeddings=512, bos_token_id=1, eos_token_id=2)
+
+
+def make_checkpoint(model_dir: Path, arch: str = "llama", seed: int = 0, dtype=torch.float32,
+                    max_shard_size: str | None = None, **overrides) -> Path:
+    """Save a randomly initialised HF model of `arch` with BASE + overrides as its config."""
+    import transformers
+
+    config_cls, model_cls = (getattr(transformers, n) for n in ARCHS[arch])
+    torch.manual_seed(seed)
+    config = config_cls(**{**BASE, **overrides})
+    model = model_cls(config).to(dtype).eval()
+    # Random init leaves norms at 1 and biases at 0; perturb them so a wrong load cannot pass.
+    with torch.no_grad():
+        for name, p in model.named_parameters():
+            if "norm" in name or name.endswith("bias"):
+                p.add_(torch.randn_like(p) * 0.1)
+    kwargs = {"max_shard_size": max_shard_size} if max_shard_size else {}
+    model.save_pretrained(model_dir, **kwargs)
+    write_char_tokenizer(model_dir)
+    return model_dir
+
+
+def load_reference(model_dir: Path, dtype=torch.float32):
+    import transformers
+
+    arch = json.loads((model_dir / "config.json").read_text())["architectures"][0]
+    return getattr(transformers, arch).from_pretrained(model_dir, dtype=dtype).eval()
