@@ -33,6 +33,7 @@ class Scheduler:
         self.max_num_seqs, self.max_num_tokens = max_num_seqs, max_num_tokens
         self.waiting: deque[Request] = deque()
         self.running: list[Request] = []
+        self.num_preemptions = 0
 
     def add(self, req: Request) -> None:
         need = len(req.prompt_token_ids) + req.params.max_tokens
@@ -89,4 +90,5 @@ class Scheduler:
         self.blocks.free(req.request_id)
         req.status, req.num_computed_tokens = Status.WAITING, 0
         req.num_preemptions += 1
+        self.num_preemptions += 1
         self.waiting.appendleft(req)
