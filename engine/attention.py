@@ -1,10 +1,12 @@
 """Grouped-query attention over a paged KV cache.
 
-The model runs on a flat batch: the scheduled tokens of every sequence side by side, [T, ...].
-Each forward step first writes the new keys and values into their cache slots, then gathers every
-sequence's keys from its block table and attends with one padded SDPA call, [B, Qmax] queries
-against [B, Kmax] keys, masked by position. Pure decode steps (one query per sequence) skip the
-padding entirely.
+The model runs on a flat batch: the scheduled tokens of every sequence side by side, [T, ...],
+decode sequences (one new token each) first, then prefill chunks. Each layer writes the new keys
+and values into their cache slots, then attends in two parts:
+  decode   one batched SDPA call, [D, 1] queries against every sequence's cached keys, gathered
+           from the block tables and masked by length;
+  prefill  one SDPA call per chunk, its queries against its own cached prefix plus itself, causal.
+Splitting them keeps a long prompt from padding every decode sequence to its length.
 """
 from __future__ import annotations
 
@@ -15,42 +17,64 @@ from torch.nn import functional as F
 
 
 @dataclass
+class DecodeMeta:
+    block_tables: torch.Tensor           # [D, blocks], padded with the null block
+    mask: torch.Tensor                   # [D, 1, 1, Kmax]: key within the sequence's length
+    window_mask: torch.Tensor | None     # the same, limited to the sliding window
+    max_kv_len: int
+
+
+@dataclass
+class PrefillMeta:
+    start: int                           # first row of this chunk in the flat batch
+    end: int
+    blocks: torch.Tensor                 # [blocks] of this sequence
+    kv_len: int                          # keys after this chunk: cached prefix + chunk
+    mask: torch.Tensor | None            # [n, kv_len]; None: plain causal (no prefix, no window)
+    window_mask: torch.Tensor | None
+
+
+@dataclass
 class AttentionMetadata:
     """Everything a forward needs to know about where its tokens live. Built once per step by
     `ModelRunner.prepare`, shared by every layer."""
-
-    positions: torch.Tensor        # [T] position of each token in its sequence
-    slot_mapping: torch.Tensor     # [T] cache slot (block * block_size + offset) each token writes
-    block_tables: torch.Tensor     # [B, blocks] cache blocks of each sequence, padded with block 0
-    mask: torch.Tensor             # [B, 1, Qmax, Kmax] which keys each (padded) query may see
-    window_mask: torch.Tensor | None  # the same, limited to the sliding window (layers that use one)
-    max_kv_len: int                # Kmax: keys gathered per sequence
-    pad_index: torch.Tensor | None  # [T] row of each token in the [B*Qmax] padded layout; None when Qmax == 1
-    num_seqs: int
-    max_query_len: int
+    positions: torch.Tensor              # [T] position of each token in its sequence
+    slot_mapping: torch.Tensor           # [T] cache slot (block * block_size + offset) each token writes
+    num_decodes: int                     # the first num_decodes rows are decode tokens
+    decode: DecodeMeta | None
+    prefills: list[PrefillMeta]
 
 
-def paged_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, k_cache: torch.Tensor,
-                    v_cache: torch.Tensor, meta: AttentionMetadata, sliding: bool = False) -> torch.Tensor:
-    """q: [T, H, D]; k, v: [T, Hkv, D]; caches: [blocks, block_size, Hkv, D]. Returns [T, H*D]."""
-    num_tokens, num_heads, head_dim = q.shape
-    kv_heads = k.shape[1]
-    k_cache.view(-1, kv_heads, head_dim).index_copy_(0, meta.slot_mapping, k)
-    v_cache.view(-1, kv_heads, head_dim).index_copy_(0, meta.slot_mapping, v)
+def paged_attention(q: torch.Tensor, kv: torch.Tensor, kv_cache: torch.Tensor, meta: AttentionMetadata,
+                    sliding: bool = False) -> torch.Tensor:
+    """q: [T, H, D]; kv: [T, 2*Hkv, D] (keys, then values); kv_cache: [blocks, block_size, 2*Hkv, D].
+    Returns [T, H*D]."""
+    num_heads, head_dim = q.shape[1], q.shape[2]
+    kv_heads = kv.shape[1] // 2
+    flat_cache = kv_cache.view(-1, 2 * kv_heads, head_dim)
+    flat_cache.index_copy_(0, meta.slot_mapping, kv)
+    gqa = kv_heads != num_heads
+    parts = []
+    if meta.decode is not None:
+        d, n = meta.decode, meta.num_decodes
+        keys, values = _gather(kv_cache, d.block_tables.view(-1), n, d.max_kv_len, kv_heads)
+        out = F.scaled_dot_product_attention(
+            q[:n].view(n, 1, num_heads, head_dim).transpose(1, 2), keys, values,
+            attn_mask=d.window_mask if sliding else d.mask, enable_gqa=gqa)       # [D, H, 1, Dh]
+        parts.append(out.reshape(n, num_heads * head_dim))
+    for p in meta.prefills:
+        keys, values = _gather(kv_cache, p.blocks, 1, p.kv_len, kv_heads)
+        mask = p.window_mask if sliding else p.mask
+        out = F.scaled_dot_product_attention(
+            q[p.start:p.end].transpose(0, 1).unsqueeze(0), keys, values,
+            attn_mask=mask, is_causal=mask is None, enable_gqa=gqa)                # [1, H, n, Dh]
+        parts.append(out[0].transpose(0, 1).reshape(p.end - p.start, num_heads * head_dim))
+    return parts[0] if len(parts) == 1 else torch.cat(parts)
 
-    batch, q_max, k_max = meta.num_seqs, meta.max_query_len, meta.max_kv_len
-    keys = k_cache[meta.block_tables].flatten(1, 2)[:, :k_max]       # [B, Kmax, Hkv, D]
-    values = v_cache[meta.block_tables].flatten(1, 2)[:, :k_max]
-    if meta.pad_index is None:
-        queries = q.view(batch, 1, num_heads, head_dim)
-    else:
-        queries = q.new_zeros(batch * q_max, num_heads, head_dim).index_copy_(0, meta.pad_index, q)
-        queries = queries.view(batch, q_max, num_heads, head_dim)
-    out = F.scaled_dot_product_attention(
-        queries.transpose(1, 2), keys.transpose(1, 2), values.transpose(1, 2),
-        attn_mask=meta.window_mask if sliding else meta.mask,
-        enable_gqa=kv_heads != num_heads)                               # [B, H, Qmax, D]
-    out = out.transpose(1, 2).reshape(batch * q_max, num_heads * head_dim)
-    if meta.pad_index is not None:
-        out = out.index_select(0, meta.pad_index)
-    return out
+
+def _gather(kv_cache, blocks, batch, kv_len, kv_heads):
+    """Keys and values of `batch` sequences from their flattened block lists: [batch, Hkv, kv_len, D]
+    each. index_select copies whole blocks; fancy indexing (cache[tables]) is several times slower
+    on CPU."""
+    g = kv_cache.index_select(0, blocks).view(batch, -1, 2 * kv_heads, kv_cache.shape[-1])[:, :kv_len]
+    return g[:, :, :kv_heads].transpose(1, 2), g[:, :, kv_heads:].transpose(1, 2)

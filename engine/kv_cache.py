@@ -12,11 +12,12 @@ NULL_BLOCK = 0
 
 
 def allocate_kv_cache(num_layers: int, num_blocks: int, block_size: int, kv_heads: int, head_dim: int,
-                      dtype: torch.dtype, device: torch.device) -> list[tuple[torch.Tensor, torch.Tensor]]:
-    shape = (num_blocks, block_size, kv_heads, head_dim)
+                      dtype: torch.dtype, device: torch.device) -> list[torch.Tensor]:
+    """One tensor per layer, [blocks, block_size, 2 * kv_heads, head_dim]: keys in the first
+    kv_heads heads, values in the rest, so a step writes and gathers each layer's cache once."""
+    shape = (num_blocks, block_size, 2 * kv_heads, head_dim)
     # Zeroed, not empty: a masked-out slot must never hold NaN bits that a matmul could spread.
-    return [(torch.zeros(shape, dtype=dtype, device=device), torch.zeros(shape, dtype=dtype, device=device))
-            for _ in range(num_layers)]
+    return [torch.zeros(shape, dtype=dtype, device=device) for _ in range(num_layers)]
 
 
 def kv_bytes_per_block(num_layers: int, block_size: int, kv_heads: int, head_dim: int, dtype: torch.dtype) -> int:

@@ -11,11 +11,11 @@ from torch.nn import functional as F
 
 from .attention import AttentionMetadata, paged_attention
 from .config import ModelConfig, rope_inv_freq
-from .layers import RMSNorm, RotaryEmbedding, ShardedEmbedding, ShardedLinear
+from .layers import RMSNorm, RotaryEmbedding, ShardedEmbedding, ShardedLinear, apply_rotary
 
 
 class Attention(nn.Module):
-    def __init__(self, cfg: ModelConfig, rotary: RotaryEmbedding, sliding: bool):
+    def __init__(self, cfg: ModelConfig, sliding: bool):
         super().__init__()
         self.sliding = sliding
         self.num_heads, self.num_kv_heads, self.head_dim = (
@@ -24,17 +24,18 @@ class Attention(nn.Module):
                                       bias=cfg.qkv_bias, dtype=cfg.dtype)
         self.o_proj = ShardedLinear(cfg.q_size, [(None, cfg.hidden_size)], bias=cfg.o_bias, dtype=cfg.dtype,
                                     split_dim=1)
-        self.rotary = rotary
         self.q_size, self.kv_size = cfg.q_size, cfg.kv_size
 
-    def forward(self, x, kv_cache, meta: AttentionMetadata):
-        qkv = self.qkv_proj(x)
-        q, k, v = qkv.split([self.q_size, self.kv_size, self.kv_size], dim=-1)
-        q = q.view(-1, self.num_heads, self.head_dim)
-        k = k.view(-1, self.num_kv_heads, self.head_dim)
-        v = v.view(-1, self.num_kv_heads, self.head_dim)
-        q, k = self.rotary(meta.positions, q, k)
-        return self.o_proj(paged_attention(q, k, v, kv_cache[0], kv_cache[1], meta, self.sliding))
+    def forward(self, x, kv_cache, meta: AttentionMetadata, rope):
+        qkv = self.qkv_proj(x)                                     # [T, q + k + v]
+        tokens, heads, kv_heads, dim = qkv.shape[0], self.num_heads, self.num_kv_heads, self.head_dim
+        # q and k are rotated together, written back in place, and k, v then sit side by side in
+        # the layout the cache stores: one rotation, one cache write, no concatenation.
+        qk = qkv[:, :self.q_size + self.kv_size].view(tokens, heads + kv_heads, dim)
+        qk.copy_(apply_rotary(qk, *rope))
+        q = qkv[:, :self.q_size].view(tokens, heads, dim)
+        kv = qkv[:, self.q_size:].view(tokens, 2 * kv_heads, dim)
+        return self.o_proj(paged_attention(q, kv, kv_cache, meta, self.sliding))
 
 
 class MLP(nn.Module):
@@ -53,16 +54,16 @@ class MLP(nn.Module):
 
 
 class DecoderLayer(nn.Module):
-    def __init__(self, cfg: ModelConfig, rotary: RotaryEmbedding, layer_id: int):
+    def __init__(self, cfg: ModelConfig, layer_id: int):
         super().__init__()
         self.input_layernorm = RMSNorm(cfg.hidden_size, cfg.rms_norm_eps, cfg.dtype)
-        self.self_attn = Attention(cfg, rotary, sliding=cfg.sliding_layers[layer_id])
+        self.self_attn = Attention(cfg, sliding=cfg.sliding_layers[layer_id])
         self.post_attention_layernorm = RMSNorm(cfg.hidden_size, cfg.rms_norm_eps, cfg.dtype)
         self.mlp = MLP(cfg)
 
-    def forward(self, hidden, residual, kv_cache, meta):
+    def forward(self, hidden, residual, kv_cache, meta, rope):
         residual = hidden if residual is None else hidden + residual
-        hidden = self.self_attn(self.input_layernorm(residual), kv_cache, meta)
+        hidden = self.self_attn(self.input_layernorm(residual), kv_cache, meta, rope)
         residual = hidden + residual
         hidden = self.mlp(self.post_attention_layernorm(residual))
         return hidden, residual
@@ -75,10 +76,9 @@ class LlamaForCausalLM(nn.Module):
     def __init__(self, cfg: ModelConfig):
         super().__init__()
         self.config = cfg
-        rotary = RotaryEmbedding(rope_inv_freq(cfg.rope, cfg.head_dim), cfg.max_position_embeddings)
-        self.rotary = rotary
+        self.rotary = RotaryEmbedding(rope_inv_freq(cfg.rope, cfg.head_dim), cfg.max_position_embeddings)
         self.embed_tokens = ShardedEmbedding(cfg.vocab_size, cfg.hidden_size, cfg.dtype)
-        self.layers = nn.ModuleList(DecoderLayer(cfg, rotary, i) for i in range(cfg.num_hidden_layers))
+        self.layers = nn.ModuleList(DecoderLayer(cfg, i) for i in range(cfg.num_hidden_layers))
         self.norm = RMSNorm(cfg.hidden_size, cfg.rms_norm_eps, cfg.dtype)
         self.lm_head = None if cfg.tie_word_embeddings else ShardedLinear(
             cfg.hidden_size, [(None, cfg.vocab_size)], bias=False, dtype=cfg.dtype)
@@ -86,8 +86,9 @@ class LlamaForCausalLM(nn.Module):
     def forward(self, input_ids: torch.Tensor, kv_caches: list, meta: AttentionMetadata) -> torch.Tensor:
         """Final-normed hidden states, [T, hidden]."""
         hidden, residual = self.embed_tokens(input_ids), None
+        rope = self.rotary.tables(meta.positions, hidden.dtype)
         for layer, kv in zip(self.layers, kv_caches):
-            hidden, residual = layer(hidden, residual, kv, meta)
+            hidden, residual = layer(hidden, residual, kv, meta, rope)
         return self.norm(hidden + residual)
 
     def compute_logits(self, hidden: torch.Tensor) -> torch.Tensor:

@@ -8,7 +8,7 @@ from dataclasses import dataclass
 
 import torch
 
-from .attention import AttentionMetadata
+from .attention import AttentionMetadata, DecodeMeta, PrefillMeta
 from .kv_cache import NULL_BLOCK, BlockManager
 from .scheduler import ScheduledBatch
 
@@ -26,7 +26,7 @@ class SeqChunk:
 class StepInputs:
     input_ids: torch.Tensor
     meta: AttentionMetadata
-    last_index: list[int]       # flat index of each sequence's last token this step
+    last_index: list[int]       # flat row of each chunk's last token, in the order chunks were given
 
 
 class ModelRunner:
@@ -42,40 +42,53 @@ class ModelRunner:
         return out
 
     def prepare(self, chunks: list[SeqChunk]) -> StepInputs:
-        dev, bs = self.device, self.blocks.block_size
-        q_lens_list = [len(c.token_ids) for c in chunks]
-        batch, q_max = len(chunks), max(q_lens_list)
-        n_blocks = max(len(c.block_table) for c in chunks)
-        block_tables = torch.full((batch, n_blocks), NULL_BLOCK, dtype=torch.long)
-        for i, c in enumerate(chunks):
-            block_tables[i, :len(c.block_table)] = torch.tensor(c.block_table, dtype=torch.long)
-        starts = torch.tensor([c.start for c in chunks], dtype=torch.long)
-        q_lens = torch.tensor(q_lens_list, dtype=torch.long)
+        """Lay the chunks out decode-first and build the attention metadata of the step."""
+        dev, bs, window = self.device, self.blocks.block_size, self.sliding_window
+        order = sorted(range(len(chunks)), key=lambda i: len(chunks[i].token_ids) > 1)   # stable
+        num_decodes = sum(len(c.token_ids) == 1 for c in chunks)
+        input_ids, positions, slots, last_index = [], [], [], [0] * len(chunks)
+        for i in order:
+            c = chunks[i]
+            pos = range(c.start, c.start + len(c.token_ids))
+            input_ids += c.token_ids
+            positions += pos
+            slots += [c.block_table[p // bs] * bs + p % bs for p in pos]
+            last_index[i] = len(input_ids) - 1
 
-        q_idx = torch.arange(q_max)
-        valid = q_idx[None, :] < q_lens[:, None]                            # [B, Qmax]
-        q_pos = torch.where(valid, starts[:, None] + q_idx[None, :], 0)      # padded queries sit at 0
-        max_kv_len = int((starts + q_lens).max())
-        k_pos = torch.arange(max_kv_len)
-        mask = k_pos[None, None, :] <= q_pos[:, :, None]                    # causal, and within length
-        window_mask = None
-        if self.sliding_window:
-            window_mask = (mask & (k_pos[None, None, :] > q_pos[:, :, None] - self.sliding_window)).unsqueeze(1).to(dev)
-        slots = block_tables.gather(1, q_pos // bs) * bs + q_pos % bs
+        decode = None
+        if num_decodes:
+            seqs = [chunks[i] for i in order[:num_decodes]]
+            n_blocks = max(len(c.block_table) for c in seqs)
+            tables = torch.full((num_decodes, n_blocks), NULL_BLOCK, dtype=torch.long)
+            for row, c in enumerate(seqs):
+                tables[row, :len(c.block_table)] = torch.tensor(c.block_table)
+            q_pos = torch.tensor([c.start for c in seqs])
+            max_kv_len = int(q_pos.max()) + 1
+            k_pos = torch.arange(max_kv_len)[None, :]
+            mask = k_pos <= q_pos[:, None]
+            window_mask = (mask & (k_pos > q_pos[:, None] - window)) if window else None
+            decode = DecodeMeta(tables.to(dev), _as_sdpa_mask(mask, dev), _as_sdpa_mask(window_mask, dev),
+                                max_kv_len)
 
-        if q_max == 1:
-            positions, slot_mapping, pad_index = q_pos.view(-1), slots.view(-1), None
-        else:
-            flat_valid = valid.view(-1)
-            positions, slot_mapping = q_pos.view(-1)[flat_valid], slots.view(-1)[flat_valid]
-            pad_index = flat_valid.nonzero().view(-1).to(dev)
-        last_index = torch.cumsum(q_lens, 0).sub_(1).tolist()
-        input_ids = torch.tensor([t for c in chunks for t in c.token_ids], dtype=torch.long)
+        prefills = []
+        row = num_decodes
+        for i in order[num_decodes:]:
+            c = chunks[i]
+            n, kv_len = len(c.token_ids), c.start + len(c.token_ids)
+            k_pos = torch.arange(kv_len)[None, :]
+            q_pos = torch.arange(c.start, kv_len)[:, None]
+            mask = (k_pos <= q_pos) if c.start else None          # None: plain causal, SDPA's own
+            window_mask = ((k_pos <= q_pos) & (k_pos > q_pos - window)).to(dev) if window else None
+            blocks = torch.tensor(c.block_table[:-(-kv_len // bs)], dtype=torch.long)
+            prefills.append(PrefillMeta(row, row + n, blocks.to(dev), kv_len,
+                                        None if mask is None else mask.to(dev), window_mask))
+            row += n
+
         meta = AttentionMetadata(
-            positions=positions.to(dev), slot_mapping=slot_mapping.to(dev), block_tables=block_tables.to(dev),
-            mask=mask.unsqueeze(1).to(dev), window_mask=window_mask, max_kv_len=max_kv_len, pad_index=pad_index,
-            num_seqs=batch, max_query_len=q_max)
-        return StepInputs(input_ids.to(dev), meta, last_index)
+            positions=torch.tensor(positions, dtype=torch.long, device=dev),
+            slot_mapping=torch.tensor(slots, dtype=torch.long, device=dev),
+            num_decodes=num_decodes, decode=decode, prefills=prefills)
+        return StepInputs(torch.tensor(input_ids, dtype=torch.long, device=dev), meta, last_index)
 
     @torch.inference_mode()
     def forward(self, inputs: StepInputs) -> torch.Tensor:
@@ -85,3 +98,8 @@ class ModelRunner:
     @torch.inference_mode()
     def logits(self, hidden: torch.Tensor, rows: list[int] | slice) -> torch.Tensor:
         return self.model.compute_logits(hidden[rows])
+
+
+def _as_sdpa_mask(mask: torch.Tensor | None, device) -> torch.Tensor | None:
+    """[D, Kmax] -> [D, 1, 1, Kmax]: one query per sequence, broadcast over heads."""
+    return None if mask is None else mask[:, None, None, :].to(device)
