@@ -45,7 +45,7 @@ class EngineCore:
         kv = allocate_kv_cache(cfg.num_hidden_layers, num_kv_blocks, block_size, cfg.num_key_value_heads,
                                cfg.head_dim, cfg.dtype, device)
         self.runner = ModelRunner(self.model, kv, self.blocks, device, cfg.sliding_window)
-        self.scheduler = Scheduler(self.blocks, max_num_seqs, max_num_tokens)
+        self.scheduler = Scheduler(self.blocks, max_num_seqs, max_num_tokens, self.max_model_len)
         self.num_steps = 0
 
     def add_request(self, req: Request) -> None:
@@ -55,6 +55,9 @@ class EngineCore:
         if bad:
             raise ValueError(f"request {req.request_id}: token id {bad[0]} outside the vocabulary "
                              f"(size {self.cfg.vocab_size})")
+        if len(req.prompt_token_ids) >= self.max_model_len:
+            raise ValueError(f"request {req.request_id}: prompt of {len(req.prompt_token_ids)} tokens leaves no "
+                             f"room to generate (max_position_embeddings {self.max_model_len})")
         if req.params.stop and self.tokenizer is None:
             raise ValueError("stop strings need a tokenizer.json in the checkpoint directory")
         if req.params.seed is not None:

@@ -26,17 +26,17 @@ class ScheduledBatch:
 
 
 class Scheduler:
-    def __init__(self, blocks: BlockManager, max_num_seqs: int, max_num_tokens: int):
+    def __init__(self, blocks: BlockManager, max_num_seqs: int, max_num_tokens: int, max_model_len: int = 1 << 30):
         if max_num_seqs < 1 or max_num_tokens < 1:
             raise ValueError("max_num_seqs and max_num_tokens must be >= 1")
         self.blocks = blocks
-        self.max_num_seqs, self.max_num_tokens = max_num_seqs, max_num_tokens
+        self.max_num_seqs, self.max_num_tokens, self.max_model_len = max_num_seqs, max_num_tokens, max_model_len
         self.waiting: deque[Request] = deque()
         self.running: list[Request] = []
         self.num_preemptions = 0
 
     def add(self, req: Request) -> None:
-        need = len(req.prompt_token_ids) + req.params.max_tokens
+        need = min(len(req.prompt_token_ids) + req.params.max_tokens, self.max_model_len)
         if need > self.blocks.capacity_tokens:
             raise ValueError(f"request {req.request_id} needs up to {need} tokens of KV cache "
                              f"(prompt {len(req.prompt_token_ids)} + max_tokens {req.params.max_tokens}); "

@@ -43,6 +43,15 @@ def test_request_larger_than_the_whole_cache_is_refused(model_dir):
         llm.generate([list(range(3, 13))], SamplingParams(max_tokens=16))
 
 
+def test_generation_stops_at_the_model_length(tmp_path):
+    model_dir = make_checkpoint(tmp_path / "short", max_position_embeddings=24)
+    llm = LLM(model_dir, num_kv_blocks=32, block_size=4)
+    out = llm.generate(list(range(3, 13)), SamplingParams(max_tokens=100, ignore_eos=True))[0].outputs[0]
+    assert out.finish_reason == "length" and len(out.token_ids) == 24 - 10
+    with pytest.raises(ValueError, match="prompt of 24 tokens leaves no room"):
+        llm.generate(list(range(3, 27)), SamplingParams(max_tokens=1))
+
+
 def test_scheduler_respects_request_and_token_caps():
     blocks = BlockManager(num_blocks=64, block_size=4)
     sched = Scheduler(blocks, max_num_seqs=2, max_num_tokens=10)
