@@ -1,0 +1,91 @@
+"""`trtx waive add|remove|list|check`: edit and audit the waive file."""
+from __future__ import annotations
+
+import click
+
+from .collect import KnownTests
+from .errors import UserError
+from .options import match_option, test_root_option, waives_option
+from .sysinfo import system_info
+from .testline import TestRef, shell_words, split_id
+from .waives import MARKERS, Waive, WaiveFile, editing, hygiene
+
+
+def _ref(test_id: str) -> TestRef:
+    """A test id as given on the command line, possibly with pytest args: 'f.py -k "expr"'."""
+    tid, rest = split_id(test_id.strip())
+    try:
+        return TestRef(tid, tuple(shell_words(rest)))
+    except ValueError as e:
+        raise UserError(str(e)) from None
+
+
+@click.group()
+def waive():
+    """Edit and audit the waive file (TensorRT-LLM's waives.txt format)."""
+
+
+@waive.command()
+@click.argument("test_id")
+@click.option("--reason", required=True, help="Why, ideally with a bug link (for TIMEOUT: minutes).")
+@click.option("--marker", type=click.Choice(MARKERS), default="SKIP", show_default=True)
+@click.option("--platform", help="Limit the waive to systems whose gpu matches PLATFORM (full:PLATFORM/).")
+@click.option("--force", is_flag=True, help="Add even if TEST_ID names no existing test.")
+@waives_option
+@test_root_option
+def add(test_id, reason, marker, platform, force, waives_file, test_root):
+    """Waive TEST_ID: append an entry, leaving the rest of the file byte for byte as it was."""
+    ref = _ref(test_id)
+    if not force:
+        known = KnownTests(test_root)
+        if not known(ref):
+            near = known.closest(ref)
+            hint = f"; closest: {', '.join(near)}" if near else ""
+            raise UserError(f"{ref.test_id} names no test under {test_root}{hint} (--force adds it anyway)")
+    entry = Waive(ref, marker, reason, platform, 0)
+    with editing(waives_file) as wf:
+        if any(w.platform == platform for w in wf.matching(ref)):
+            raise UserError(f"{ref} is already waived; remove it first to change the entry", waives_file)
+        wf.add(entry)
+    click.echo(f"waived: {entry.render()}")
+
+
+@waive.command()
+@click.argument("test_id")
+@waives_option
+def remove(test_id, waives_file):
+    """Remove every entry for TEST_ID (all platforms)."""
+    ref = _ref(test_id)
+    with editing(waives_file) as wf:
+        gone = wf.remove(ref)
+        if not gone:
+            raise UserError(f"{ref} is not waived", waives_file)
+    for w in gone:
+        click.echo(f"removed (was line {w.line}): {w.render()}")
+
+
+@waive.command("list")
+@match_option
+@click.option("--all", "show_all", is_flag=True, help="Include full:PLATFORM/ entries for other systems.")
+@waives_option
+def list_waives(matches, show_all, waives_file):
+    """Print the waive entries that apply to this system (or all of them)."""
+    info = system_info(matches)
+    for w in WaiveFile.load(waives_file).entries:
+        if show_all or w.applies_to(info):
+            click.echo(f"{w.line}: {w.render()}")
+
+
+@waive.command()
+@waives_option
+@test_root_option
+def check(waives_file, test_root):
+    """Audit the waive file: entries that match no test, reasons without a bug link, duplicates
+    and conflicting markers. Exit code 1 when there is any."""
+    wf = WaiveFile.load(waives_file)
+    problems = hygiene(wf, KnownTests(test_root))
+    for w, what in problems:
+        click.echo(f"{waives_file}:{w.line}: {what}")
+    click.echo(f"{len(wf.entries)} entries, {len(problems)} problems")
+    if problems:
+        raise SystemExit(1)

@@ -1,0 +1,258 @@
+"""test-db YAML (TensorRT-LLM's format): contexts, each a list of blocks; a block is a condition on
+the system's keys and the tests that run when it holds.
+
+    version: 0.0.1
+    l0_dgx_b200:
+    - condition:
+        ranges:    {system_gpu_count: {gte: 4, lte: 4}}
+        wildcards: {gpu: ['*b200*'], linux_distribution_name: ubuntu*}
+        terms:     {stage: pre_merge}
+      tests:
+      - accuracy/test_x.py::TestY::test_z[pp4-mtp_nextn=2] TIMEOUT (60)
+      - unittest/some/file.py -k "expr" ISOLATION
+
+Files are read as YAML node trees, so every error names its file and line.
+"""
+from __future__ import annotations
+
+import fnmatch
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import yaml
+
+from .errors import UserError, closest
+from .testline import TestRef, shell_words, split_id
+
+_Loader = getattr(yaml, "CSafeLoader", yaml.SafeLoader)     # libyaml when the wheel has it: 10x faster
+_CONSTRUCTOR = yaml.SafeLoader("")                          # turns scalar nodes into Python values
+_RANGE_OPS = {"gte": float.__ge__, "lte": float.__le__, "gt": float.__gt__, "lt": float.__lt__}
+_OPTIONS_WITH_VALUE = {"-k", "-m", "-p", "-o", "--deselect", "--ignore"}
+_TIMEOUT = re.compile(r"\((\d+(?:\.\d+)?)\)$")
+
+
+@dataclass(frozen=True)
+class TestEntry:
+    __test__ = False            # a data type, not a pytest test class
+    ref: TestRef
+    timeout_min: float | None
+    isolation: bool
+    path: str
+    line: int
+
+    @property
+    def markers(self) -> str:
+        parts = [f"TIMEOUT ({self.timeout_min:g})"] if self.timeout_min is not None else []
+        return " ".join(parts + (["ISOLATION"] if self.isolation else []))
+
+
+@dataclass(frozen=True)
+class Check:
+    key: str
+    wanted: str
+    actual: str | None       # None: the system has no such key
+    ok: bool
+
+
+def canonical(value) -> str:
+    """One string form for comparing YAML scalars with detected or --match values."""
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, float) and value.is_integer():
+        return str(int(value))
+    return str(value)
+
+
+@dataclass
+class Condition:
+    ranges: dict[str, dict[str, float]] = field(default_factory=dict)
+    wildcards: dict[str, list[str]] = field(default_factory=dict)
+    terms: dict[str, object] = field(default_factory=dict)
+
+    def checks(self, info: dict) -> list[Check]:
+        out = []
+        for key, bounds in self.ranges.items():
+            wanted = ", ".join(f"{op} {canonical(v)}" for op, v in bounds.items())
+            actual = info.get(key)
+            try:
+                ok = actual is not None and all(_RANGE_OPS[op](float(actual), v) for op, v in bounds.items())
+            except (TypeError, ValueError):
+                ok = False
+            out.append(Check(key, wanted, None if actual is None else canonical(actual), ok))
+        for key, patterns in self.wildcards.items():
+            actual = info.get(key)
+            ok = actual is not None and any(fnmatch.fnmatch(canonical(actual).lower(), p.lower()) for p in patterns)
+            out.append(Check(key, " | ".join(patterns), None if actual is None else canonical(actual), ok))
+        for key, value in self.terms.items():
+            actual = info.get(key)
+            ok = actual is not None and canonical(actual) == canonical(value)
+            out.append(Check(key, canonical(value), None if actual is None else canonical(actual), ok))
+        return out
+
+    def matches(self, info: dict) -> bool:
+        return all(c.ok for c in self.checks(info))
+
+
+@dataclass
+class Block:
+    context: str
+    condition: Condition
+    tests: list[TestEntry]
+    path: str
+    line: int
+
+
+@dataclass
+class TestDb:
+    __test__ = False            # a data type, not a pytest test class
+    contexts: dict[str, list[Block]]
+
+    def blocks(self, context: str) -> list[Block]:
+        if context not in self.contexts:
+            known = sorted(self.contexts)
+            raise UserError(f"unknown context {context!r}{closest(context, known)}; "
+                            f"known: {', '.join(known) or 'none'}")
+        return self.contexts[context]
+
+    def select(self, context: str, info: dict) -> list[TestEntry]:
+        """The tests of every block that applies, in block order, each test once."""
+        seen, out = set(), []
+        for block in self.blocks(context):
+            if block.condition.matches(info):
+                for t in block.tests:
+                    if t.ref not in seen:
+                        seen.add(t.ref)
+                        out.append(t)
+        return out
+
+
+def load_testdb(directory: str | Path) -> TestDb:
+    directory = Path(directory)
+    if not directory.is_dir():
+        raise UserError("test-db directory does not exist", str(directory))
+    contexts: dict[str, list[Block]] = {}
+    for path in sorted([*directory.glob("*.yml"), *directory.glob("*.yaml")]):
+        for name, blocks in _load_file(path).items():
+            contexts.setdefault(name, []).extend(blocks)
+    return TestDb(contexts)
+
+
+def _load_file(path: Path) -> dict[str, list[Block]]:
+    src = str(path)
+    try:
+        root = yaml.compose(path.read_text(), Loader=_Loader)
+    except yaml.MarkedYAMLError as e:
+        mark = e.problem_mark or e.context_mark
+        raise UserError(f"malformed YAML: {e.problem or e.context}", src, mark.line + 1 if mark else None) from None
+    if root is None:
+        return {}
+    _expect(root, yaml.MappingNode, "a mapping of context names to lists of blocks", src)
+    out = {}
+    for key_node, value in root.value:
+        name = key_node.value
+        if name == "version":
+            continue
+        _expect(value, yaml.SequenceNode, f"context {name!r}: a list of blocks", src)
+        out[name] = [_block(name, node, src) for node in value.value]
+    return out
+
+
+def _block(context: str, node, src: str) -> Block:
+    _expect(node, yaml.MappingNode, "a block: a mapping with 'condition' and 'tests'", src)
+    fields = {k.value: v for k, v in node.value}
+    for k, v in node.value:
+        if k.value not in ("condition", "tests"):
+            raise UserError(f"unknown block key {k.value!r}; expected 'condition' and 'tests'", src, _line(k))
+    if "tests" not in fields:
+        raise UserError("block has no 'tests' list", src, _line(node))
+    condition = _condition(fields["condition"], src) if "condition" in fields else Condition()
+    tests_node = fields["tests"]
+    if isinstance(tests_node, yaml.ScalarNode) and tests_node.tag.endswith(":null"):
+        tests = []
+    else:
+        _expect(tests_node, yaml.SequenceNode, "'tests': a list of test lines", src)
+        tests = [_test_entry(t, src) for t in tests_node.value]
+    return Block(context, condition, tests, src, _line(node))
+
+
+def _condition(node, src: str) -> Condition:
+    _expect(node, yaml.MappingNode, "'condition': a mapping with ranges, wildcards and/or terms", src)
+    cond = Condition()
+    for k, v in node.value:
+        kind = k.value
+        if kind not in ("ranges", "wildcards", "terms"):
+            raise UserError(f"unknown condition kind {kind!r}; expected ranges, wildcards or terms", src, _line(k))
+        _expect(v, yaml.MappingNode, f"'{kind}': a mapping of system keys", src)
+        for key_node, val in v.value:
+            key = key_node.value
+            if kind == "ranges":
+                _expect(val, yaml.MappingNode, f"range of {key!r}: a mapping like {{gte: 4, lte: 8}}", src)
+                bounds = {}
+                for op_node, num in val.value:
+                    if op_node.value not in _RANGE_OPS:
+                        raise UserError(f"range of {key!r}: unknown bound {op_node.value!r}; "
+                                        "expected gte, lte, gt or lt", src, _line(op_node))
+                    value = _scalar(num, src)
+                    if isinstance(value, bool) or not isinstance(value, (int, float)):
+                        raise UserError(f"range of {key!r}: {op_node.value} needs a number, got {num.value!r}",
+                                        src, _line(num))
+                    bounds[op_node.value] = float(value)
+                cond.ranges[key] = bounds
+            elif kind == "wildcards":
+                if isinstance(val, yaml.SequenceNode):
+                    patterns = [_scalar(p, src) for p in val.value]
+                else:
+                    patterns = [_scalar(val, src)]
+                if not all(isinstance(p, str) for p in patterns) or not patterns:
+                    raise UserError(f"wildcard of {key!r}: expected a pattern or a list of patterns", src, _line(val))
+                cond.wildcards[key] = patterns
+            else:
+                cond.terms[key] = _scalar(val, src)
+    return cond
+
+
+def _test_entry(node, src: str) -> TestEntry:
+    if not isinstance(node, yaml.ScalarNode) or node.tag != "tag:yaml.org,2002:str":
+        raise UserError("a test line must be a string like 'dir/test_x.py::test_y[param] TIMEOUT (60)'",
+                        src, _line(node))
+    line = _line(node)
+    test_id, rest = split_id(node.value.strip())
+    try:
+        words = shell_words(rest)
+    except ValueError as e:
+        raise UserError(str(e), src, line) from None
+    args, timeout, isolation = [], None, False
+    i = 0
+    while i < len(words):
+        w = words[i]
+        if w == "TIMEOUT":
+            m = _TIMEOUT.match(words[i + 1]) if i + 1 < len(words) else None
+            if not m:
+                raise UserError(f"{test_id}: TIMEOUT needs minutes in parentheses, like TIMEOUT (60)", src, line)
+            timeout, i = float(m.group(1)), i + 2
+            continue
+        if w == "ISOLATION":
+            isolation = True
+        elif w in _OPTIONS_WITH_VALUE and i + 1 < len(words):
+            args += [w, words[i + 1]]
+            i += 1
+        else:
+            args.append(w)
+        i += 1
+    return TestEntry(TestRef(test_id, tuple(args)), timeout, isolation, src, line)
+
+
+def _scalar(node, src: str):
+    if not isinstance(node, yaml.ScalarNode):
+        raise UserError("expected a single value here, not a list or mapping", src, _line(node))
+    return _CONSTRUCTOR.construct_object(node)
+
+
+def _expect(node, kind, what: str, src: str) -> None:
+    if not isinstance(node, kind):
+        raise UserError(f"expected {what}", src, _line(node))
+
+
+def _line(node) -> int:
+    return node.start_mark.line + 1

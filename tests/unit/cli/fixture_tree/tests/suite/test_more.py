@@ -1,0 +1,3 @@
+class TestGroup:
+    def test_x(self):
+        assert True
