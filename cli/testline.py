@@ -42,6 +42,8 @@ def split_id(text: str) -> tuple[str, str]:
 
 
 def shell_words(text: str) -> list[str]:
+    if not any(c in text for c in "'\"\\"):        # nothing quoted: skip shlex, 20x slower
+        return text.split()
     try:
         return shlex.split(text)
     except ValueError as e:                       # unbalanced quotes

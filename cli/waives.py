@@ -103,7 +103,13 @@ class WaiveFile:
     def __init__(self, path: str | Path, text: str = ""):
         self.path = Path(path)
         self.lines = text.splitlines(keepends=True)
+        self._reindex()
+
+    def _reindex(self) -> None:
         self.entries = [w for i, raw in enumerate(self.lines, 1) if (w := parse_line(raw, str(self.path), i))]
+        self._by_ref: dict[TestRef, list[Waive]] = {}
+        for w in self.entries:
+            self._by_ref.setdefault(w.ref, []).append(w)
 
     @classmethod
     def load(cls, path: str | Path) -> "WaiveFile":
@@ -116,19 +122,19 @@ class WaiveFile:
         return "".join(self.lines)
 
     def matching(self, ref: TestRef, info: dict | None = None) -> list[Waive]:
-        return [w for w in self.entries if w.ref == ref and (info is None or w.applies_to(info))]
+        return [w for w in self._by_ref.get(ref, ()) if info is None or w.applies_to(info)]
 
     def add(self, waive: Waive) -> None:
         if self.lines and not self.lines[-1].endswith("\n"):
             self.lines[-1] += "\n"
         self.lines.append(waive.render() + "\n")
-        self.entries.append(parse_line(self.lines[-1], str(self.path), len(self.lines)))
+        self._reindex()
 
     def remove(self, ref: TestRef) -> list[Waive]:
-        gone = [w for w in self.entries if w.ref == ref]
+        gone = self.matching(ref)
         drop = {w.line for w in gone}
         self.lines = [raw for i, raw in enumerate(self.lines, 1) if i not in drop]
-        self.entries = [w for i, raw in enumerate(self.lines, 1) if (w := parse_line(raw, str(self.path), i))]
+        self._reindex()
         return gone
 
     def save(self) -> None:
