@@ -6,6 +6,8 @@ from importlib.metadata import PackageNotFoundError, version
 
 import click
 
+from .cmd_report import report
+from .cmd_run import run
 from .cmd_select import list_tests, sysinfo
 from .cmd_waive import waive
 from .errors import UserError
@@ -38,5 +40,5 @@ def cli() -> None:
     """
 
 
-for command in (sysinfo, list_tests, waive):
+for command in (sysinfo, list_tests, run, report, waive):
     cli.add_command(command)

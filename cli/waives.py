@@ -11,9 +11,7 @@ its raw lines: editing one entry leaves every other byte as it was.
 from __future__ import annotations
 
 import fnmatch
-import os
 import re
-import tempfile
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -21,6 +19,7 @@ from pathlib import Path
 from filelock import FileLock
 
 from .errors import UserError
+from .fsutil import atomic_write
 from .testline import TestRef, shell_words, split_id
 
 MARKERS = ("SKIP", "XFAIL", "UNSTABLE", "TIMEOUT")
@@ -139,15 +138,7 @@ class WaiveFile:
 
     def save(self) -> None:
         """Replace the file atomically: a reader sees the old or the new file, never half of one."""
-        fd, tmp = tempfile.mkstemp(dir=self.path.parent, prefix=f".{self.path.name}.", suffix=".tmp")
-        try:
-            with os.fdopen(fd, "w") as f:
-                f.write(self.text())
-            os.chmod(tmp, 0o644)
-            os.replace(tmp, self.path)
-        except BaseException:
-            os.unlink(tmp)
-            raise
+        atomic_write(self.path, self.text())
 
 
 @contextmanager

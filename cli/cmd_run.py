@@ -1,0 +1,102 @@
+"""`trtx run CONTEXT`: resolve a context's tests for this system and run them."""
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import click
+from rich.console import Console
+
+from .collect import KnownTests
+from .errors import UserError
+from .options import default_path, match_option, test_root_option, testdb_option, waives_option
+from .report import render_rich
+from .results import JUNIT_FILE, RESULTS_FILE
+from .runner import Runner, plan, shard
+from .sysinfo import system_info
+from .testdb import load_testdb
+from .waives import WaiveFile
+
+
+def _parse_shard(value: str | None) -> tuple[int, int] | None:
+    if value is None:
+        return None
+    try:
+        k, n = (int(x) for x in value.split("/"))
+        if not 1 <= k <= n:
+            raise ValueError
+    except ValueError:
+        raise UserError(f"--shard expects K/N with 1 <= K <= N, got {value!r}") from None
+    return k, n
+
+
+def _fresh_results_dir(path: Path) -> None:
+    """Start a results directory; a previous run's files move to previous/ (a ready baseline)."""
+    path.mkdir(parents=True, exist_ok=True)
+    if (path / RESULTS_FILE).exists():
+        prev = path / "previous"
+        shutil.rmtree(prev, ignore_errors=True)
+        prev.mkdir()
+        for child in list(path.iterdir()):
+            if child.name != "previous":
+                child.rename(prev / child.name)
+
+
+@click.command()
+@click.argument("context")
+@match_option
+@click.option("-k", "keyword", help="Only tests matching this pytest -k expression.")
+@click.option("--results", "results_dir", default="results", show_default=True, type=click.Path(file_okay=False),
+              help="Folder for results.jsonl, junit.xml, durations.json and per-process logs.")
+@click.option("--junit", type=click.Path(dir_okay=False), help="JUnit XML path (default: RESULTS/junit.xml).")
+@click.option("--timeout", "timeout_min", default=30.0, show_default=True,
+              help="Minutes per test when neither the list nor a waive says otherwise.")
+@click.option("--shard", "shard_spec", metavar="K/N", help="Run shard K of N (by recorded durations).")
+@click.option("--durations", "durations_path", default=lambda: default_path("testlists/durations.json"),
+              show_default="testlists/durations.json", help="Recorded test durations for --shard.")
+@testdb_option
+@waives_option
+@test_root_option
+def run(context, matches, keyword, results_dir, junit, timeout_min, shard_spec, durations_path, testdb, waives_file,
+        test_root):
+    """Run the tests of CONTEXT that apply to this system, with waives applied.
+
+    Tests run under pytest in list order; ISOLATION tests and tests with their own pytest
+    arguments each get a process of their own. Results are written as each test finishes; a
+    report ends the run. Exit code 0 only if nothing failed.
+    """
+    info = system_info(matches)
+    entries = load_testdb(testdb).select(context, info)
+    waives = WaiveFile.load(waives_file)
+    known = KnownTests(test_root)
+    unknown = [e for e in entries if not known(e.ref)]
+    if unknown:
+        lines = [f"{e.path}:{e.line}: {e.ref.test_id} names no test under {test_root}"
+                 + (f"; closest: {', '.join(known.closest(e.ref))}" if known.closest(e.ref) else "")
+                 for e in unknown[:5]]
+        more = f" (and {len(unknown) - 5} more)" if len(unknown) > 5 else ""
+        raise UserError("; ".join(lines) + more)
+    parts = _parse_shard(shard_spec)
+    if parts:
+        durations = json.loads(Path(durations_path).read_text()) if Path(durations_path).exists() else {}
+        entries = shard(entries, *parts, durations)
+    console = Console(stderr=False)
+    if not entries:
+        console.print(f"no tests of {context} apply to this system (see `trtx list {context} --explain`)")
+        return
+
+    results_path = Path(results_dir)
+    _fresh_results_dir(results_path)
+    junit_path = Path(junit) if junit else results_path / JUNIT_FILE
+    console.print(f"[bold]trtx run {context}[/]: {len(entries)} list entries, results in {results_path}/")
+    runner = Runner(Path(test_root).resolve(), results_path, junit_path, keyword, console)
+    results = runner.run(plan(entries, waives, info, timeout_min))
+
+    by_entry: dict[str, float] = {}
+    for r in results:
+        by_entry[r.entry] = by_entry.get(r.entry, 0.0) + r.duration
+    (results_path / "durations.json").write_text(json.dumps(by_entry, indent=1, sort_keys=True))
+    render_rich(results, None, console)
+    if any(r.failed for r in results):
+        raise SystemExit(1)

@@ -1,0 +1,123 @@
+"""The pytest plugin behind `trtx run`, loaded in each pytest child with `-p trtx.cli.pytest_plugin
+--trtx-plan PLAN.json`.
+
+The plan names the test-list entries this child runs (the node ids themselves are pytest's
+arguments, so pytest keeps exactly those tests, in list order). For each collected test the plugin
+applies the entry's timeout and waive, writes a `start` line when it begins and a `finish` line
+with outcome, duration, message and recorded metrics when it ends, and rewrites JUnit.
+Tests record metrics with pytest's own `record_property("accuracy", 91.3)`.
+"""
+from __future__ import annotations
+
+import json
+import math
+
+import pytest
+
+from .results import append_event, read_events, results_from_events, write_junit
+
+_MAX_MESSAGE = 6000
+
+
+def pytest_addoption(parser):
+    parser.addoption("--trtx-plan", help="JSON plan written by `trtx run` (internal).")
+
+
+def pytest_configure(config):
+    plan_path = config.getoption("--trtx-plan")
+    if plan_path:
+        with open(plan_path) as f:
+            config.pluginmanager.register(_TrtxRun(json.load(f)), "trtx-run")
+
+
+class _TrtxRun:
+    def __init__(self, plan: dict):
+        self.results, self.junit = plan["results"], plan["junit"]
+        # Most specific entry first: an exact node id beats its class, its file, its folder.
+        self.entries = sorted(plan["entries"], key=lambda e: -len(e["test_id"]))
+        self.items: dict[str, dict] = {}      # nodeid -> entry
+        self.phases: dict[str, list] = {}
+
+    def _entry_for(self, nodeid: str) -> dict | None:
+        for e in self.entries:
+            tid = e["test_id"]
+            if nodeid == tid or nodeid.startswith((tid + "::", tid + "[", tid.rstrip("/") + "/")):
+                return e
+        return None
+
+    @pytest.hookimpl(trylast=True)
+    def pytest_collection_modifyitems(self, items):
+        for item in items:
+            entry = self._entry_for(item.nodeid)
+            if entry is None:
+                continue
+            self.items[item.nodeid] = entry
+            item.add_marker(pytest.mark.timeout(entry["timeout_s"]))
+            waive = entry.get("waive")
+            if waive:
+                reason = f"waived: {waive['marker']} ({waive['reason']})"
+                if waive["marker"] == "SKIP":
+                    item.add_marker(pytest.mark.skip(reason=reason))
+                elif waive["marker"] in ("XFAIL", "UNSTABLE"):   # runs; a failure does not fail the run
+                    item.add_marker(pytest.mark.xfail(reason=reason, strict=False))
+
+    def pytest_runtest_logstart(self, nodeid, location):
+        entry = self.items.get(nodeid, {})
+        append_event(self.results, {"event": "start", "nodeid": nodeid, "entry": entry.get("entry", "")})
+
+    def pytest_runtest_logreport(self, report):
+        self.phases.setdefault(report.nodeid, []).append(report)
+        if report.when == "teardown":
+            self._finish(report.nodeid, self.phases.pop(report.nodeid))
+
+    def _finish(self, nodeid: str, reports: list) -> None:
+        entry = self.items.get(nodeid, {})
+        outcome, message = _outcome(reports)
+        waive = entry.get("waive")
+        append_event(self.results, {
+            "event": "finish", "nodeid": nodeid, "entry": entry.get("entry", ""), "outcome": outcome,
+            "duration": round(sum(r.duration for r in reports), 3), "message": message[-_MAX_MESSAGE:],
+            "metrics": {k: _jsonable(v) for k, v in reports[-1].user_properties},
+            "waive": f"{waive['marker']} ({waive['reason']})" if waive else None})
+        write_junit(results_from_events(read_events(self.results), running_ok=True), self.junit)
+
+
+def _outcome(reports) -> tuple[str, str]:
+    """One outcome for a test from its setup/call/teardown reports."""
+    by_when = {r.when: r for r in reports}
+    setup, call, teardown = by_when.get("setup"), by_when.get("call"), by_when.get("teardown")
+    if setup is not None and setup.failed:
+        return "error", setup.longreprtext
+    if setup is not None and setup.skipped:
+        if hasattr(setup, "wasxfail"):
+            return "xfailed", setup.wasxfail
+        return "skipped", _skip_reason(setup)
+    outcome, message = "passed", ""
+    if call is not None:
+        if call.skipped and hasattr(call, "wasxfail"):
+            outcome, message = "xfailed", call.longreprtext or call.wasxfail
+        elif call.skipped:
+            outcome, message = "skipped", _skip_reason(call)
+        elif call.failed:
+            outcome, message = "failed", call.longreprtext
+        elif hasattr(call, "wasxfail"):
+            outcome, message = "xpassed", call.wasxfail
+    if teardown is not None and teardown.failed and outcome in ("passed", "xpassed"):
+        return "error", teardown.longreprtext
+    return outcome, message
+
+
+def _skip_reason(report) -> str:
+    longrepr = report.longrepr
+    return longrepr[2] if isinstance(longrepr, tuple) and len(longrepr) == 3 else str(longrepr)
+
+
+def _jsonable(value):
+    if isinstance(value, (bool, int, str)) or value is None:
+        return value
+    if isinstance(value, float):
+        return value if math.isfinite(value) else str(value)
+    try:
+        return float(value)              # numpy / torch scalars
+    except (TypeError, ValueError):
+        return str(value)
