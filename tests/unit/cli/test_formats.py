@@ -20,7 +20,8 @@ def db():
 
 
 def test_contexts_from_several_files(db):
-    assert set(db.contexts) == {"fx_cpu", "fx_gpu", "fx_extra"}
+    assert set(db.contexts) == {"fx_cpu", "fx_gpu", "fx_run", "fx_kill", "fx_typo", "fx_extra"}
+    assert db.blocks("fx_extra")[0].path.endswith("more.yaml")
     assert [str(t.ref) for t in db.select("fx_extra", CPU)] == ["suite/test_basic.py::test_param[c]"]
 
 
@@ -82,7 +83,7 @@ def test_waive_file_round_trips_byte_for_byte(tmp_path):
     text = (FIXTURE / "waives.txt").read_text() + "# trailing comment without newline"
     wf = WaiveFile(tmp_path / "w.txt", text)
     assert wf.text() == text
-    assert len(wf.entries) == 4
+    assert len(wf.entries) == 6
 
 
 def test_waive_line_forms():
