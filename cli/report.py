@@ -12,6 +12,8 @@ from rich.table import Table
 from .results import TestResult
 
 ORDER = ("failed", "error", "xpassed", "passed", "xfailed", "skipped")
+STYLES = {"passed": "green", "failed": "bold red", "error": "bold red", "skipped": "yellow",
+          "xfailed": "yellow", "xpassed": "cyan", "running": "blue"}
 ICONS = {"passed": "✅", "failed": "❌", "error": "💥", "skipped": "⏭️", "xfailed": "⚠️", "xpassed": "❓"}
 
 
@@ -57,19 +59,21 @@ def _first_line(r: TestResult) -> str:
     return (errors[0][1:].strip() if errors else lines[-1].strip() if lines else "")[:200]
 
 
+def _rows(results: list[TestResult]):
+    """(result, detail text) worst outcome first: the failure's error line, the waive, the metrics."""
+    for r in sorted(results, key=lambda r: ORDER.index(r.outcome) if r.outcome in ORDER else 0):
+        parts = [_first_line(r)] if r.failed else []
+        parts += [f"waived {r.waive}"] if r.waive else []
+        parts += [_metrics(r)] if r.metrics else []
+        yield r, "; ".join(parts)
+
+
 def render_rich(results: list[TestResult], comparison: dict | None, console: Console) -> None:
     table = Table(title="trtx results", show_lines=False)
     for col in ("outcome", "test", "time", "metrics / message"):
         table.add_column(col, overflow="fold")
-    styles = {"passed": "green", "failed": "bold red", "error": "bold red", "skipped": "yellow",
-              "xfailed": "yellow", "xpassed": "cyan"}
-    for r in sorted(results, key=lambda r: ORDER.index(r.outcome) if r.outcome in ORDER else 0):
-        detail = _metrics(r)
-        if r.waive:
-            detail = f"waived {r.waive}" + (f"; {detail}" if detail else "")
-        if r.failed:
-            detail = _first_line(r) + (f"; {detail}" if detail else "")
-        table.add_row(f"[{styles.get(r.outcome, '')}]{r.outcome}[/]", escape(r.nodeid), f"{r.duration:.1f}s",
+    for r, detail in _rows(results):
+        table.add_row(f"[{STYLES.get(r.outcome, '')}]{r.outcome}[/]", escape(r.nodeid), f"{r.duration:.1f}s",
                       escape(detail))
     console.print(table)
     s = summary(results)
@@ -94,12 +98,7 @@ def render_markdown(results: list[TestResult], comparison: dict | None) -> str:
     out = [f"## trtx: {verdict}", "",
            " · ".join(f"**{k}** {v}" for k, v in s.items() if v or k == "total"), "",
            "| | test | time | metrics / message |", "|---|---|---|---|"]
-    for r in sorted(results, key=lambda r: ORDER.index(r.outcome) if r.outcome in ORDER else 0):
-        detail = _metrics(r)
-        if r.waive:
-            detail = f"waived {r.waive}" + (f"; {detail}" if detail else "")
-        if r.failed:
-            detail = _first_line(r) + (f"; {detail}" if detail else "")
+    for r, detail in _rows(results):
         cell = detail.replace("|", "\\|")
         out.append(f"| {ICONS.get(r.outcome, '')} {r.outcome} | `{r.nodeid}` | {r.duration:.1f}s | {cell} |")
     if comparison:

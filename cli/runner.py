@@ -23,13 +23,12 @@ from rich.live import Live
 from rich.markup import escape
 from rich.table import Table
 
+from .report import STYLES
 from .results import RESULTS_FILE, TestResult, append_event, read_events, results_from_events, write_junit
 from .testdb import TestEntry
 from .waives import WaiveFile
 
 WATCHDOG_SLACK_S = 60        # beyond the largest per-test timeout, before a silent child is killed
-STYLES = {"passed": "green", "failed": "bold red", "error": "bold red", "skipped": "yellow",
-          "xfailed": "yellow", "xpassed": "cyan", "running": "blue"}
 
 
 @dataclass
