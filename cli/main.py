@@ -6,6 +6,7 @@ from importlib.metadata import PackageNotFoundError, version
 
 import click
 
+from .cmd_launch import launch
 from .cmd_report import report
 from .cmd_run import run
 from .cmd_select import list_tests, sysinfo
@@ -40,5 +41,5 @@ def cli() -> None:
     """
 
 
-for command in (sysinfo, list_tests, run, report, waive):
+for command in (sysinfo, list_tests, run, report, waive, launch):
     cli.add_command(command)

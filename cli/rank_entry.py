@@ -1,0 +1,73 @@
+"""What each rank runs first: `python -m trtx.cli.rank_entry LOG_DIR -- CMD ...` (started by the
+launcher under mpirun, torchrun or srun). Standard library only, so it starts in milliseconds.
+
+It finds the rank from whichever launcher started it, sets the environment torch.distributed
+expects, sends the rank's output (unbuffered) to LOG_DIR/rank-N.log, and runs CMD as a child:
+  - LOG_DIR/rank-N.pid holds CMD's pid (where the launcher sends SIGUSR1 for a stack dump);
+  - LOG_DIR/rank-N.exit holds CMD's exit code, or -SIGNAL, the moment it ends;
+  - CMD and this process die with their parent (PDEATHSIG), so no rank outlives the job.
+"""
+from __future__ import annotations
+
+import ctypes
+import os
+import signal
+import subprocess
+import sys
+
+_RANK_VARS = [("OMPI_COMM_WORLD_RANK", "OMPI_COMM_WORLD_SIZE", "OMPI_COMM_WORLD_LOCAL_RANK"),
+              ("PMIX_RANK", "PMIX_SIZE", "PMIX_LOCAL_RANK"),
+              ("SLURM_PROCID", "SLURM_NTASKS", "SLURM_LOCALID"),
+              ("RANK", "WORLD_SIZE", "LOCAL_RANK")]
+
+
+def _die_with_parent() -> None:
+    try:
+        ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGKILL)   # PR_SET_PDEATHSIG
+    except OSError:
+        pass
+
+
+def rank_env(environ) -> tuple[int, int, int]:
+    for rank, size, local in _RANK_VARS:
+        if rank in environ:
+            return int(environ[rank]), int(environ.get(size, 1)), int(environ.get(local, environ[rank]))
+    return 0, 1, 0
+
+
+def main(argv: list[str]) -> int:
+    log_dir, sep, *cmd = argv
+    if sep != "--" or not cmd:
+        print("usage: python -m trtx.cli.rank_entry LOG_DIR -- CMD ...", file=sys.stderr)
+        return 2
+    _die_with_parent()
+    rank, world, local = rank_env(os.environ)
+    env = dict(os.environ, RANK=str(rank), WORLD_SIZE=str(world), LOCAL_RANK=str(local),
+               LOCAL_WORLD_SIZE=os.environ.get("OMPI_COMM_WORLD_LOCAL_SIZE", str(world)),
+               PYTHONUNBUFFERED="1", TRTX_RANK_LOG_DIR=log_dir)
+    env.setdefault("MASTER_ADDR", "127.0.0.1")
+    # Every Python CMD registers a stack dump of all its threads on SIGUSR1 (see launcher.py).
+    site = os.path.join(log_dir, ".site")
+    env["PYTHONPATH"] = os.pathsep.join(p for p in (site, env.get("PYTHONPATH")) if p)
+    if env.get("TRTX_GPUS_PER_NODE") and "CUDA_VISIBLE_DEVICES" not in os.environ:
+        env["CUDA_VISIBLE_DEVICES"] = str(local % int(env["TRTX_GPUS_PER_NODE"]))   # one GPU per rank
+    log = open(os.path.join(log_dir, f"rank-{rank}.log"), "ab", buffering=0)
+    try:
+        child = subprocess.Popen(cmd, stdout=log, stderr=log, stdin=subprocess.DEVNULL, env=env,
+                                 preexec_fn=_die_with_parent)
+    except OSError as e:
+        log.write(f"trtx: cannot start {cmd[0]}: {e}\n".encode())
+        code = 127
+    else:
+        with open(os.path.join(log_dir, f"rank-{rank}.pid"), "w") as f:
+            f.write(str(child.pid))
+        for sig in (signal.SIGTERM, signal.SIGINT):            # mpirun's teardown reaches CMD too
+            signal.signal(sig, lambda s, _f: child.send_signal(s))
+        code = child.wait()
+    with open(os.path.join(log_dir, f"rank-{rank}.exit"), "w") as f:
+        f.write(str(code))
+    return code if code >= 0 else 128 - code
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))

@@ -1,0 +1,102 @@
+"""The launcher on real mpirun jobs (CPU ranks, gloo): success, a failing rank, a hang, a crash,
+and Ctrl-C. After each, no process of the job may be left."""
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import psutil
+import pytest
+
+from trtx.cli.launcher import Launch, build_command
+
+JOB = str(Path(__file__).parent / "jobs" / "collective_job.py")
+TRTX = shutil.which("trtx", path=str(Path(sys.executable).parent))
+pytestmark = pytest.mark.timeout(180)
+
+
+def leftovers(log_dir):
+    """Processes whose command line mentions this job's log folder (rank entries and their CMDs)."""
+    found = []
+    for p in psutil.process_iter(["cmdline", "environ"]):
+        try:
+            if str(log_dir) in " ".join(p.info["cmdline"] or []) or \
+                    (p.info["environ"] or {}).get("TRTX_RANK_LOG_DIR") == str(log_dir):
+                found.append(p)
+        except (psutil.NoSuchProcess, psutil.AccessDenied):
+            pass
+    return found
+
+
+def launch(tmp_path, mode, timeout_s=120):
+    log_dir = (tmp_path / "logs").resolve()
+    result = Launch(4, [sys.executable, JOB, mode], timeout_s, log_dir).run()
+    assert not leftovers(log_dir)
+    return result
+
+
+def test_four_ranks_all_reduce(tmp_path):
+    result = launch(tmp_path, "ok")
+    assert (result.exit_code, result.reason) == (0, "ok")
+    assert sorted(p.name for p in result.log_dir.glob("rank-*.log")) == [f"rank-{r}.log" for r in range(4)]
+    for r in result.ranks:
+        assert f"rank {r.rank} of 4: sum 10" in r.log_text() and r.state == "exited 0"
+
+
+def test_a_failing_rank_tears_the_job_down_fast(tmp_path):
+    result = launch(tmp_path, "raise")
+    done = time.time()
+    assert result.reason == "failed" and result.first_failure == 2 and result.exit_code == 1
+    assert "RuntimeError: rank 2 hit a bug" in result.ranks[2].traceback()
+    failed_at = (result.log_dir / "rank-2.exit").stat().st_mtime
+    assert done - failed_at < 5, f"teardown took {done - failed_at:.1f} s"
+    assert {result.ranks[r].state for r in (0, 1, 3)} <= {"killed", "exited 1"}
+
+
+def test_a_hang_reports_every_ranks_stack(tmp_path):
+    result = launch(tmp_path, "skip", timeout_s=20)
+    assert (result.reason, result.exit_code) == ("timeout", 124)
+    for r in result.ranks:
+        assert r.stack.startswith("Current thread") or "Thread 0x" in r.stack, f"rank {r.rank}: no stack"
+    for r in (0, 2, 3):
+        assert "in all_reduce" in result.ranks[r].stack
+        assert result.ranks[r].where().endswith("in all_reduce")
+    lines = Path(JOB).read_text().splitlines()
+    skip_sleep = lines.index('if mode == "skip" and rank == 1:') + 2      # 1-based line of the sleep after it
+    assert f'collective_job.py", line {skip_sleep} in <module>' in result.ranks[1].stack
+
+
+def test_a_rank_dying_on_sigsegv_ends_the_job(tmp_path):
+    result = launch(tmp_path, "segv")
+    assert result.reason == "failed" and result.first_failure == 1
+    assert result.ranks[1].state == "died on SIGSEGV" and result.exit_code != 0
+
+
+def test_ctrl_c_ends_every_rank(tmp_path):
+    log_dir = (tmp_path / "logs").resolve()
+    proc = subprocess.Popen([TRTX, "launch", "-n", "4", "--quiet", "--log-dir", str(log_dir), "--",
+                             sys.executable, JOB, "sleep"], stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline and len(list(log_dir.glob("rank-*.pid"))) < 4:
+        time.sleep(0.1)
+    assert len(list(log_dir.glob("rank-*.pid"))) == 4
+    os.kill(proc.pid, signal.SIGINT)
+    out, _ = proc.communicate(timeout=30)
+    assert proc.returncode == 130, out.decode()
+    assert b"interrupted" in out
+    time.sleep(0.5)
+    assert not leftovers(log_dir)
+
+
+def test_launcher_flags_and_alternatives(tmp_path):
+    cmd = build_command("mpirun", 64, ["python", "x.py"], tmp_path, ["MASTER_PORT"])
+    assert "--oversubscribe" in cmd and ["-x", "MASTER_PORT"] == cmd[cmd.index("-x"):cmd.index("-x") + 2]
+    assert ("--allow-run-as-root" in cmd) == (os.geteuid() == 0)
+    assert "--oversubscribe" not in build_command("mpirun", 1, ["python", "x.py"], tmp_path, [])
+    srun = build_command("srun", 8, ["python", "x.py"], tmp_path, [])
+    assert srun[:4] == ["srun", "--ntasks=8", "--kill-on-bad-exit=1", "--export=ALL"]
+    assert srun[-3:] == ["--", "python", "x.py"] and "trtx.cli.rank_entry" in srun
+    assert "--nproc-per-node=2" in build_command("torchrun", 2, ["x"], tmp_path, [])
