@@ -13,7 +13,6 @@ watches the rank logs and exit files:
 """
 from __future__ import annotations
 
-import ctypes
 import os
 import re
 import shutil
@@ -22,11 +21,13 @@ import socket
 import subprocess
 import sys
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
 
 import psutil
+
+from .rank_entry import die_with_parent
 
 STACK_WAIT_S = 3.0
 POLL_S = 0.05
@@ -123,12 +124,6 @@ def build_command(launcher: str, n: int, cmd: list[str], log_dir: Path, env_name
     raise ValueError(f"unknown launcher {launcher!r}; expected mpirun, torchrun or srun")
 
 
-def _die_with_parent():
-    try:
-        ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGKILL)   # PR_SET_PDEATHSIG
-    except OSError:
-        pass
-
 
 class Launch:
     def __init__(self, n: int, cmd: list[str], timeout_s: float, log_dir: str | Path, launcher: str = "mpirun",
@@ -158,7 +153,7 @@ class Launch:
         start = time.monotonic()
         launcher_log = open(self.log_dir / "launcher.log", "wb")
         self.proc = subprocess.Popen(cmd, env=env, stdout=launcher_log, stderr=subprocess.STDOUT,
-                                     stdin=subprocess.DEVNULL, start_new_session=True, preexec_fn=_die_with_parent)
+                                     stdin=subprocess.DEVNULL, start_new_session=True, preexec_fn=die_with_parent)
         launcher_log.close()
         reason, first = "ok", None
         try:

@@ -21,7 +21,8 @@ _RANK_VARS = [("OMPI_COMM_WORLD_RANK", "OMPI_COMM_WORLD_SIZE", "OMPI_COMM_WORLD_
               ("RANK", "WORLD_SIZE", "LOCAL_RANK")]
 
 
-def _die_with_parent() -> None:
+def die_with_parent() -> None:
+    """In a child (or before exec): get SIGKILL when the parent dies, however it dies (Linux)."""
     try:
         ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGKILL)   # PR_SET_PDEATHSIG
     except OSError:
@@ -40,7 +41,7 @@ def main(argv: list[str]) -> int:
     if sep != "--" or not cmd:
         print("usage: python -m trtx.cli.rank_entry LOG_DIR -- CMD ...", file=sys.stderr)
         return 2
-    _die_with_parent()
+    die_with_parent()
     rank, world, local = rank_env(os.environ)
     env = dict(os.environ, RANK=str(rank), WORLD_SIZE=str(world), LOCAL_RANK=str(local),
                LOCAL_WORLD_SIZE=os.environ.get("OMPI_COMM_WORLD_LOCAL_SIZE", str(world)),
@@ -54,7 +55,7 @@ def main(argv: list[str]) -> int:
     log = open(os.path.join(log_dir, f"rank-{rank}.log"), "ab", buffering=0)
     try:
         child = subprocess.Popen(cmd, stdout=log, stderr=log, stdin=subprocess.DEVNULL, env=env,
-                                 preexec_fn=_die_with_parent)
+                                 preexec_fn=die_with_parent)
     except OSError as e:
         log.write(f"trtx: cannot start {cmd[0]}: {e}\n".encode())
         code = 127

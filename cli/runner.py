@@ -8,7 +8,6 @@ PDEATHSIG) so that nothing outlives `trtx run`.
 """
 from __future__ import annotations
 
-import ctypes
 import json
 import os
 import signal
@@ -24,6 +23,7 @@ from rich.markup import escape
 from rich.table import Table
 
 from .report import STYLES
+from .rank_entry import die_with_parent
 from .results import RESULTS_FILE, TestResult, append_event, read_events, results_from_events, write_junit
 from .testdb import TestEntry
 from .waives import WaiveFile
@@ -83,13 +83,6 @@ def shard(entries: list[TestEntry], k: int, n: int, durations: dict[str, float])
     return [e for i, e in enumerate(entries) if owner[i] == k - 1]
 
 
-def _die_with_parent():
-    """In the child, before exec: get SIGKILL when the harness dies, however it dies."""
-    try:
-        ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGKILL)   # PR_SET_PDEATHSIG
-    except OSError:
-        pass
-
 
 class Runner:
     def __init__(self, test_root: Path, results_dir: Path, junit: Path, user_k: str | None, console: Console):
@@ -145,7 +138,7 @@ class Runner:
         with log:
             return subprocess.Popen(cmd, cwd=self.root, stdout=log, stderr=subprocess.STDOUT,
                                     stdin=subprocess.DEVNULL, start_new_session=True,
-                                    preexec_fn=_die_with_parent, env={**os.environ, "PYTHONUNBUFFERED": "1"})
+                                    preexec_fn=die_with_parent, env={**os.environ, "PYTHONUNBUFFERED": "1"})
 
     def _kill(self, proc: subprocess.Popen, limit: float, events: list[dict]) -> None:
         os.killpg(proc.pid, signal.SIGKILL)
