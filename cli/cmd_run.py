@@ -72,9 +72,11 @@ def run(context, matches, keyword, results_dir, junit, timeout_min, shard_spec, 
     known = KnownTests(test_root)
     unknown = [e for e in entries if not known(e.ref)]
     if unknown:
-        lines = [f"{e.path}:{e.line}: {e.ref.test_id} names no test under {test_root}"
-                 + (f"; closest: {', '.join(known.closest(e.ref))}" if known.closest(e.ref) else "")
-                 for e in unknown[:5]]
+        lines = []
+        for e in unknown[:5]:
+            near = known.closest(e.ref)
+            lines.append(f"{e.path}:{e.line}: {e.ref.test_id} names no test under {test_root}"
+                         + (f"; closest: {', '.join(near)}" if near else ""))
         more = f" (and {len(unknown) - 5} more)" if len(unknown) > 5 else ""
         raise UserError("; ".join(lines) + more)
     parts = _parse_shard(shard_spec)

@@ -6,7 +6,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from .errors import UserError
+from .errors import UserError, closest_names
 from .testline import TestRef
 
 
@@ -41,5 +41,4 @@ class KnownTests:
         return (self.root / tid).exists()
 
     def closest(self, ref: TestRef) -> list[str]:
-        import difflib
-        return difflib.get_close_matches(ref.test_id, sorted(self.ids), n=3, cutoff=0.3)
+        return closest_names(ref.test_id, sorted(self.ids), cutoff=0.3)

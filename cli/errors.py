@@ -19,7 +19,11 @@ class UserError(Exception):
         return where + self.message
 
 
+def closest_names(name: str, candidates, n: int = 3, cutoff: float = 0.4) -> list[str]:
+    return difflib.get_close_matches(name, list(candidates), n=n, cutoff=cutoff)
+
+
 def closest(name: str, candidates, n: int = 3) -> str:
     """' (did you mean: a, b, c?)' for the closest candidates, or '' when none is close."""
-    near = difflib.get_close_matches(name, list(candidates), n=n, cutoff=0.4)
+    near = closest_names(name, candidates, n)
     return f" (did you mean: {', '.join(near)}?)" if near else ""

@@ -29,7 +29,6 @@ class Request:
     stop_text_end: int | None = None       # where a matched stop string starts in the output text
     context_logits: list[torch.Tensor] = field(default_factory=list)   # chunks, [n, vocab] each
     generator: torch.Generator | None = None
-    num_preemptions: int = 0
 
     @property
     def all_token_ids(self) -> list[int]:

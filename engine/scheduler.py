@@ -89,6 +89,5 @@ class Scheduler:
     def _preempt(self, req: Request) -> None:
         self.blocks.free(req.request_id)
         req.status, req.num_computed_tokens = Status.WAITING, 0
-        req.num_preemptions += 1
         self.num_preemptions += 1
         self.waiting.appendleft(req)
