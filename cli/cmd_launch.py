@@ -4,9 +4,6 @@ from __future__ import annotations
 import tempfile
 
 import click
-from rich.console import Console
-from rich.markup import escape
-from rich.table import Table
 
 from .launcher import Launch, LaunchResult
 
@@ -24,15 +21,21 @@ def launch(nranks, timeout_s, launcher, log_dir, quiet, cmd):
     GPU where there are GPUs; its output goes to LOG_DIR/rank-N.log and, prefixed with its rank, to
     the console. A rank that fails ends the job at once; at the timeout every rank's Python stack
     is collected first. No rank outlives trtx."""
-    console = Console(highlight=False)
     log_dir = log_dir or tempfile.mkdtemp(prefix="trtx-launch-")
-    on_line = None if quiet else (lambda rank, line: console.print(f"[dim]\\[rank {rank}][/] {escape(line)}"))
-    result = Launch(nranks, list(cmd), timeout_s, log_dir, launcher=launcher, on_line=on_line).run()
+    job = Launch(nranks, list(cmd), timeout_s, log_dir, launcher=launcher,
+                 on_line=None if quiet else (lambda rank, line: console.print(f"[dim]\\[rank {rank}][/] {escape(line)}")))
+    job.start()
+    from rich.console import Console   # ~50 ms: loaded while the ranks start
+    from rich.markup import escape
+    console = Console(highlight=False)
+    result = job.wait()
     print_report(result, console)
     raise SystemExit(result.exit_code)
 
 
-def print_report(result: LaunchResult, console: Console) -> None:
+def print_report(result: LaunchResult, console) -> None:
+    from rich.markup import escape
+    from rich.table import Table
     if result.reason == "failed" and result.first_failure is not None:
         rank = result.ranks[result.first_failure]
         console.print(f"[bold red]rank {rank.rank} failed ({rank.state})[/]; the job was torn down")

@@ -2,26 +2,34 @@
 is one line on stderr with exit code 2, never a traceback."""
 from __future__ import annotations
 
-from importlib.metadata import PackageNotFoundError, version
+import importlib
 
 import click
 
-from .cmd_launch import launch
-from .cmd_report import report
-from .cmd_run import run
-from .cmd_select import list_tests, sysinfo
-from .cmd_waive import waive
 from .errors import UserError
 
-
-def _version() -> str:
-    try:
-        return version("trtx")
-    except PackageNotFoundError:  # running from a source tree that was never installed
-        return "0+unknown"
+# name -> "module:attribute". Commands load on first use, so `trtx launch` does not pay for the
+# imports of `trtx run` (the launch overhead is a measured goal: benchmarks/bench_launch.py).
+COMMANDS = {
+    "sysinfo": "cmd_select:sysinfo",
+    "list": "cmd_select:list_tests",
+    "run": "cmd_run:run",
+    "report": "cmd_report:report",
+    "waive": "cmd_waive:waive",
+    "launch": "cmd_launch:launch",
+}
 
 
 class TrtxGroup(click.Group):
+    def list_commands(self, ctx):
+        return list(COMMANDS)
+
+    def get_command(self, ctx, name):
+        if name not in COMMANDS:
+            return None
+        module, attr = COMMANDS[name].split(":")
+        return getattr(importlib.import_module(f"{__package__}.{module}"), attr)
+
     def invoke(self, ctx):
         try:
             return super().invoke(ctx)
@@ -31,7 +39,7 @@ class TrtxGroup(click.Group):
 
 
 @click.group(cls=TrtxGroup, context_settings={"help_option_names": ["-h", "--help"]})
-@click.version_option(_version(), prog_name="trtx")
+@click.version_option(package_name="trtx", prog_name="trtx")   # looked up only when asked
 def cli() -> None:
     """trtx: regression harness for multi-GPU LLM accuracy and speculative-decoding tests.
 
@@ -39,7 +47,3 @@ def cli() -> None:
     N ranks under mpirun, gates accuracy and MTP acceptance against statistical thresholds, and
     reports the results.
     """
-
-
-for command in (sysinfo, list_tests, run, report, waive, launch):
-    cli.add_command(command)

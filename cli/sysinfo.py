@@ -11,12 +11,11 @@ import platform
 import shutil
 import subprocess
 
-import psutil
-
 from .errors import UserError
 
 
 def detect() -> dict:
+    import psutil   # here, not at the top: the launcher imports detect_gpus and must start fast
     vm = psutil.virtual_memory()
     info = {
         "sysname": platform.system(),

@@ -31,9 +31,9 @@ def leftovers(log_dir):
     return found
 
 
-def launch(tmp_path, mode, timeout_s=120):
+def launch(tmp_path, mode, timeout_s=120, launcher="mpirun"):
     log_dir = (tmp_path / "logs").resolve()
-    result = Launch(4, [sys.executable, JOB, mode], timeout_s, log_dir).run()
+    result = Launch(4, [sys.executable, JOB, mode], timeout_s, log_dir, launcher=launcher).run()
     assert not leftovers(log_dir)
     return result
 
@@ -44,6 +44,13 @@ def test_four_ranks_all_reduce(tmp_path):
     assert sorted(p.name for p in result.log_dir.glob("rank-*.log")) == [f"rank-{r}.log" for r in range(4)]
     for r in result.ranks:
         assert f"rank {r.rank} of 4: sum 10" in r.log_text() and r.state == "exited 0"
+
+
+def test_torchrun_runs_the_same_job(tmp_path):
+    result = launch(tmp_path, "ok", launcher="torchrun")
+    assert (result.exit_code, result.reason) == (0, "ok"), result.launcher_output[-2000:]
+    for r in result.ranks:
+        assert f"rank {r.rank} of 4: sum 10" in r.log_text()
 
 
 def test_a_failing_rank_tears_the_job_down_fast(tmp_path):
@@ -67,6 +74,19 @@ def test_a_hang_reports_every_ranks_stack(tmp_path):
     lines = Path(JOB).read_text().splitlines()
     skip_sleep = lines.index('if mode == "skip" and rank == 1:') + 2      # 1-based line of the sleep after it
     assert f'collective_job.py", line {skip_sleep} in <module>' in result.ranks[1].stack
+
+
+@pytest.mark.skipif(shutil.which("py-spy", path=str(Path(sys.executable).parent)) is None,
+                    reason="py-spy is not installed (it is in the test extra)")
+def test_py_spy_reads_a_rank_that_cannot_answer_the_signal(tmp_path):
+    result = launch(tmp_path, "deaf", timeout_s=20)
+    assert result.reason == "timeout"
+    assert "in all_reduce" in result.ranks[0].stack
+    deaf = result.ranks[1].stack
+    lines = Path(JOB).read_text().splitlines()
+    sleep = lines.index('if mode == "deaf" and rank == 1:') + 2
+    assert deaf.startswith("(from py-spy dump)") and f"<module> (collective_job.py:{sleep})" in deaf, deaf
+    assert result.ranks[1].where() == f"collective_job.py:{sleep} in <module>"
 
 
 def test_a_rank_dying_on_sigsegv_ends_the_job(tmp_path):
@@ -98,5 +118,20 @@ def test_launcher_flags_and_alternatives(tmp_path):
     assert "--oversubscribe" not in build_command("mpirun", 1, ["python", "x.py"], tmp_path, [])
     srun = build_command("srun", 8, ["python", "x.py"], tmp_path, [])
     assert srun[:4] == ["srun", "--ntasks=8", "--kill-on-bad-exit=1", "--export=ALL"]
-    assert srun[-3:] == ["--", "python", "x.py"] and "trtx.cli.rank_entry" in srun
+    assert srun[-3:] == ["--", "python", "x.py"] and any(a.endswith("rank_entry.py") for a in srun)
     assert "--nproc-per-node=2" in build_command("torchrun", 2, ["x"], tmp_path, [])
+
+
+def test_each_local_rank_sees_one_gpu(tmp_path):
+    """The rank entry's GPU choice, on the real entry program (no GPU needed to check the mapping)."""
+    from trtx.cli import rank_entry
+    seen = []
+    for local in range(4):
+        env = dict(os.environ, OMPI_COMM_WORLD_RANK=str(local), OMPI_COMM_WORLD_SIZE="4",
+                   OMPI_COMM_WORLD_LOCAL_RANK=str(local), TRTX_GPUS_PER_NODE="2")
+        env.pop("CUDA_VISIBLE_DEVICES", None)
+        subprocess.run([sys.executable, "-S", rank_entry.__file__, str(tmp_path), "--", sys.executable, "-c",
+                        "import os; print('gpu', os.environ['CUDA_VISIBLE_DEVICES'], os.environ['LOCAL_RANK'])"],
+                       env=env, check=True, timeout=60)
+        seen.append((tmp_path / f"rank-{local}.log").read_text().strip())
+    assert seen == ["gpu 0 0", "gpu 1 1", "gpu 0 2", "gpu 1 3"]
