@@ -22,6 +22,8 @@ class LLM:
 
     model: a directory with an HF-style checkpoint (config.json, *.safetensors, tokenizer.json).
     dtype: "auto" (the checkpoint's torch_dtype) or float32 / bfloat16 / float16.
+    mtp_nextn: draft this many tokens per step with the checkpoint's MTP module and verify them in
+    one target forward (0: no speculation). Outputs then carry acceptance counts (`.spec`).
     max_num_seqs / max_num_tokens: the scheduler's per-step caps on requests and tokens.
     num_kv_blocks / kv_cache_memory: the KV cache size in blocks, or in bytes (default: a share
     of free memory, see engine/device.py).
@@ -35,8 +37,8 @@ class LLM:
         if tensor_parallel_size != 1 or pipeline_parallel_size != 1 or enable_attention_dp:
             raise NotImplementedError("multi-rank parallelism (tp/pp/attention dp) is not available yet; "
                                       "this engine runs on a single rank")
-        if mtp_nextn:
-            raise NotImplementedError("MTP speculative decoding is not available yet")
+        if not 0 <= mtp_nextn <= 8:
+            raise ValueError(f"mtp_nextn must be between 0 and 8, got {mtp_nextn}")
         model_dir = Path(model)
         if not model_dir.is_dir():
             raise FileNotFoundError(f"model directory {model_dir} does not exist")
@@ -48,7 +50,7 @@ class LLM:
         self.device = torch.device(device) if device is not None else select_device()
         self.engine = EngineCore(model_dir, cfg, self.device, self.tokenizer,
                                  max_num_seqs=max_num_seqs, max_num_tokens=max_num_tokens, block_size=block_size,
-                                 num_kv_blocks=num_kv_blocks, kv_cache_memory=kv_cache_memory)
+                                 num_kv_blocks=num_kv_blocks, kv_cache_memory=kv_cache_memory, mtp_nextn=mtp_nextn)
         self._ids = itertools.count()
 
     def generate(self, prompts: Prompt | Sequence[Prompt],
@@ -82,4 +84,5 @@ class LLM:
             text = text[:req.stop_text_end]
         ctx = torch.cat(req.context_logits) if req.params.return_context_logits else None
         return RequestOutput(req.request_id, req.prompt_token_ids,
-                             [CompletionOutput(0, list(req.output_token_ids), text, req.finish_reason)], ctx)
+                             [CompletionOutput(0, list(req.output_token_ids), text, req.finish_reason)], ctx,
+                             spec=req.spec if self.engine.drafter is not None else None)

@@ -54,10 +54,10 @@ class MLP(nn.Module):
 
 
 class DecoderLayer(nn.Module):
-    def __init__(self, cfg: ModelConfig, layer_id: int):
+    def __init__(self, cfg: ModelConfig, sliding: bool):
         super().__init__()
         self.input_layernorm = RMSNorm(cfg.hidden_size, cfg.rms_norm_eps, cfg.dtype)
-        self.self_attn = Attention(cfg, sliding=cfg.sliding_layers[layer_id])
+        self.self_attn = Attention(cfg, sliding)
         self.post_attention_layernorm = RMSNorm(cfg.hidden_size, cfg.rms_norm_eps, cfg.dtype)
         self.mlp = MLP(cfg)
 
@@ -78,7 +78,7 @@ class LlamaForCausalLM(nn.Module):
         self.config = cfg
         self.rotary = RotaryEmbedding(rope_inv_freq(cfg.rope, cfg.head_dim), cfg.max_position_embeddings)
         self.embed_tokens = ShardedEmbedding(cfg.vocab_size, cfg.hidden_size, cfg.dtype)
-        self.layers = nn.ModuleList(DecoderLayer(cfg, i) for i in range(cfg.num_hidden_layers))
+        self.layers = nn.ModuleList(DecoderLayer(cfg, cfg.sliding_layers[i]) for i in range(cfg.num_hidden_layers))
         self.norm = RMSNorm(cfg.hidden_size, cfg.rms_norm_eps, cfg.dtype)
         self.lm_head = None if cfg.tie_word_embeddings else ShardedLinear(
             cfg.hidden_size, [(None, cfg.vocab_size)], bias=False, dtype=cfg.dtype)
@@ -102,16 +102,21 @@ class LlamaForCausalLM(nn.Module):
         if self.lm_head is not None:
             targets["lm_head.weight"] = (self.lm_head, None, False)
         for i, layer in enumerate(self.layers):
-            p = f"model.layers.{i}."
-            attn, mlp = layer.self_attn, layer.mlp
-            targets[p + "input_layernorm.weight"] = (layer.input_layernorm, None, False)
-            targets[p + "post_attention_layernorm.weight"] = (layer.post_attention_layernorm, None, False)
-            linears = [("self_attn.q_proj", attn.qkv_proj, "q"), ("self_attn.k_proj", attn.qkv_proj, "k"),
-                       ("self_attn.v_proj", attn.qkv_proj, "v"), ("self_attn.o_proj", attn.o_proj, None),
-                       ("mlp.gate_proj", mlp.gate_up_proj, "gate"), ("mlp.up_proj", mlp.gate_up_proj, "up"),
-                       ("mlp.down_proj", mlp.down_proj, None)]
-            for name, module, shard in linears:
-                targets[p + name + ".weight"] = (module, shard, False)
-                if module.bias is not None:
-                    targets[p + name + ".bias"] = (module, shard, True)
+            targets.update(layer_targets(f"model.layers.{i}.", layer))
         return targets
+
+
+def layer_targets(prefix: str, layer: DecoderLayer) -> dict[str, tuple]:
+    """Checkpoint names -> (module, shard, is_bias) of one decoder block's tensors."""
+    attn, mlp = layer.self_attn, layer.mlp
+    targets = {prefix + "input_layernorm.weight": (layer.input_layernorm, None, False),
+               prefix + "post_attention_layernorm.weight": (layer.post_attention_layernorm, None, False)}
+    linears = [("self_attn.q_proj", attn.qkv_proj, "q"), ("self_attn.k_proj", attn.qkv_proj, "k"),
+               ("self_attn.v_proj", attn.qkv_proj, "v"), ("self_attn.o_proj", attn.o_proj, None),
+               ("mlp.gate_proj", mlp.gate_up_proj, "gate"), ("mlp.up_proj", mlp.gate_up_proj, "up"),
+               ("mlp.down_proj", mlp.down_proj, None)]
+    for name, module, shard in linears:
+        targets[prefix + name + ".weight"] = (module, shard, False)
+        if module.bias is not None:
+            targets[prefix + name + ".bias"] = (module, shard, True)
+    return targets

@@ -7,6 +7,7 @@ from dataclasses import dataclass, field
 import torch
 
 from .sampling import SamplingParams
+from .speculative import SpecStats
 
 
 class Status(enum.Enum):
@@ -29,6 +30,15 @@ class Request:
     stop_text_end: int | None = None       # where a matched stop string starts in the output text
     context_logits: list[torch.Tensor] = field(default_factory=list)   # chunks, [n, vocab] each
     generator: torch.Generator | None = None
+    # Speculative decoding: the drafts the next step verifies (and the distributions they were
+    # drawn from, None when greedy), how many positions have valid MTP cache entries, and counts.
+    draft_token_ids: list[int] = field(default_factory=list)
+    draft_probs: list[torch.Tensor | None] = field(default_factory=list)
+    num_mtp_computed: int = 0
+    spec: SpecStats = field(default_factory=SpecStats)
+
+    def keep_drafts(self, n: int) -> None:
+        del self.draft_token_ids[n:], self.draft_probs[n:]
 
     @property
     def all_token_ids(self) -> list[int]:
@@ -58,3 +68,4 @@ class RequestOutput:
     outputs: list[CompletionOutput]
     context_logits: torch.Tensor | None = None    # [prompt_len, vocab] fp32, when asked for
     finished: bool = True
+    spec: SpecStats | None = None                 # acceptance counts, with MTP

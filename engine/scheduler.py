@@ -1,7 +1,8 @@
 """Continuous batching: which requests run this step, and how many of their tokens.
 
 Each step has a token budget (max_num_tokens) and a request cap (max_num_seqs). Running requests
-go first (one token each when decoding, a chunk when their prompt is still being prefilled), then
+go first (one token each when decoding, plus its MTP drafts to verify; a chunk when the prompt
+is still being prefilled), then
 waiting requests are admitted in arrival order while the budget lasts and the block manager has
 blocks for them. When a running request needs a block and none is free, the newest running
 request is preempted: its blocks are freed and it goes back to the head of the queue, to be
@@ -53,7 +54,9 @@ class Scheduler:
         i = 0
         while i < len(self.running) and budget > 0:
             req = self.running[i]
-            n = min(req.num_tokens - req.num_computed_tokens, budget)
+            remaining = req.num_tokens - req.num_computed_tokens
+            req.keep_drafts(max(0, budget - remaining))       # drafts only ride along when they fit
+            n = min(remaining + len(req.draft_token_ids), budget)
             while not self.blocks.allocate(req.request_id, req.num_computed_tokens + n):
                 victim = self.running.pop()          # the newest request gives way
                 self._preempt(victim)
@@ -88,6 +91,7 @@ class Scheduler:
 
     def _preempt(self, req: Request) -> None:
         self.blocks.free(req.request_id)
-        req.status, req.num_computed_tokens = Status.WAITING, 0
+        req.status, req.num_computed_tokens, req.num_mtp_computed = Status.WAITING, 0, 0
+        req.keep_drafts(0)
         self.num_preemptions += 1
         self.waiting.appendleft(req)

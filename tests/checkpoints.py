@@ -59,3 +59,26 @@ def load_reference(model_dir: Path, dtype=torch.float32):
 
     arch = json.loads((model_dir / "config.json").read_text())["architectures"][0]
     return getattr(transformers, arch).from_pretrained(model_dir, dtype=dtype).eval()
+
+
+def make_mtp_checkpoint(model_dir: Path, seed: int = 0, init_std: float = 0.3, **overrides) -> Path:
+    """A random checkpoint of the bundled model's kind (Llama + one MTP module), written by the
+    training script itself (scripts/train_tiny_model.py), with a larger init than training uses
+    so that greedy choices have clear margins."""
+    import sys
+    scripts = str(Path(__file__).resolve().parents[1] / "scripts")
+    if scripts not in sys.path:
+        sys.path.insert(0, scripts)
+    import train_tiny_model as t
+
+    config = {**t.CONFIG, "hidden_size": 64, "intermediate_size": 128, "num_hidden_layers": 2,
+              "num_attention_heads": 4, "num_key_value_heads": 2, "head_dim": 16, **overrides}
+    torch.manual_seed(seed)
+    model_dir.mkdir(parents=True, exist_ok=True)
+    tok = t.write_tokenizer(model_dir)
+    model = t.TrainModel(config, tok.get_vocab_size())
+    with torch.no_grad():
+        for name, p in model.named_parameters():
+            p.copy_(torch.randn_like(p) * init_std if p.dim() == 2 else 1 + 0.1 * torch.randn_like(p))
+    t.save(model, tok, model_dir, tok.get_vocab_size())
+    return model_dir

@@ -1,0 +1,114 @@
+"""DeepSeek-V3-style multi-token-prediction (MTP) modules: the draft model of speculative decoding.
+
+Module k is stored after the base layers, as `model.layers.{num_hidden_layers + k - 1}.*`:
+
+    x   = eh_proj(concat(enorm(embed(token at i+1)), hnorm(h_i)))     h_i: post-norm hidden at i
+    h'_i = shared_head.norm(decoder_block(x))                           predicts the token at i+2
+    logits = lm_head(h'_i)                                              embedding, lm_head shared
+
+They are never part of the base model's layer list (invariant 1): the engine builds them apart,
+gives them KV caches of their own, and runs them only to draft.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+
+from .attention import AttentionMetadata
+from .config import ModelConfig
+from .layers import RMSNorm, ShardedLinear
+from .model import DecoderLayer, LlamaForCausalLM, layer_targets
+from .model_runner import SeqChunk
+from .request import Request
+from .sampling import sample_with_probs
+
+
+class MtpModule(nn.Module):
+    def __init__(self, cfg: ModelConfig):
+        super().__init__()
+        d = cfg.hidden_size
+        self.enorm = RMSNorm(d, cfg.rms_norm_eps, cfg.dtype)
+        self.hnorm = RMSNorm(d, cfg.rms_norm_eps, cfg.dtype)
+        self.eh_proj = ShardedLinear(2 * d, [(None, d)], bias=False, dtype=cfg.dtype)
+        self.block = DecoderLayer(cfg, sliding=False)
+        self.head_norm = RMSNorm(d, cfg.rms_norm_eps, cfg.dtype)
+
+    def forward(self, base: LlamaForCausalLM, hidden: torch.Tensor, next_ids: torch.Tensor, kv_cache: torch.Tensor,
+                meta: AttentionMetadata) -> torch.Tensor:
+        """hidden: [T, d] post-norm states at positions meta.positions; next_ids: [T] the token
+        after each. Returns the post-norm output [T, d] (lm_head input, and the next draft's h)."""
+        x = self.eh_proj(torch.cat([self.enorm(base.embed_tokens(next_ids)), self.hnorm(hidden)], dim=-1))
+        rope = base.rotary.tables(meta.positions, x.dtype)
+        out, residual = self.block(x, None, kv_cache, meta, rope)
+        return self.head_norm(out + residual)
+
+    def weight_targets(self, prefix: str) -> dict[str, tuple]:
+        targets = layer_targets(prefix, self.block)
+        targets.update({prefix + "enorm.weight": (self.enorm, None, False),
+                        prefix + "hnorm.weight": (self.hnorm, None, False),
+                        prefix + "eh_proj.weight": (self.eh_proj, None, False),
+                        prefix + "shared_head.norm.weight": (self.head_norm, None, False)})
+        return targets
+
+
+@dataclass
+class DraftJob:
+    """One request's MTP work after a target forward: catch up the module's KV cache on the
+    positions [start, end) whose next token is now known (their target hidden states are the rows
+    `hidden_rows` of this step's forward), then, if num_drafts > 0, propose that many tokens."""
+    req: Request
+    start: int
+    end: int
+    hidden_rows: list[int]
+    num_drafts: int
+
+
+class MtpDrafter:
+    """Runs the MTP module: a batched catch-up pass whose last position of each request gives
+    draft 1, then one single-token pass per further draft, the module reused and fed its own
+    post-norm output. (One module, as DeepSeek-V3 ships: a module k > 1 would need its own
+    catch-up on drafted tokens, which this engine does not do; EngineCore refuses such checkpoints.)"""
+
+    def __init__(self, module: MtpModule, kv_cache: torch.Tensor, base: LlamaForCausalLM, runner):
+        self.module, self.kv_cache, self.base, self.runner = module, kv_cache, base, runner
+
+    @torch.inference_mode()
+    def run(self, jobs: list[DraftJob], hidden: torch.Tensor) -> None:
+        jobs = [j for j in jobs if j.end > j.start]
+        if not jobs:
+            return
+        for j in jobs:
+            j.req.draft_token_ids, j.req.draft_probs = [], []
+        chunks = [SeqChunk(j.req.all_token_ids[j.start + 1:j.end + 1], j.start, self.runner.blocks.tables[j.req.request_id])
+                  for j in jobs]
+        out, last = self.forward(chunks, hidden, [j.hidden_rows for j in jobs])
+        for j in jobs:
+            j.req.num_mtp_computed = j.end
+        drafting = [(j, row) for j, row in zip(jobs, last) if j.num_drafts > 0]
+        for depth in range(max((j.num_drafts for j, _ in drafting), default=0)):
+            drafting = [(j, row) for j, row in drafting if j.num_drafts > depth]
+            if depth > 0:     # draft d+1 at the position after draft d's: (own output there, draft d)
+                chunks = [SeqChunk([j.req.draft_token_ids[-1]], j.end + depth - 1,
+                                   self.runner.blocks.tables[j.req.request_id]) for j, _ in drafting]
+                out, rows = self.forward(chunks, out, [[r] for _, r in drafting])
+                drafting = [(j, r) for (j, _), r in zip(drafting, rows)]
+            logits = self.base.compute_logits(out[[r for _, r in drafting]])
+            reqs = [j.req for j, _ in drafting]
+            tokens, probs = sample_with_probs(logits, [r.params for r in reqs], [r.generator for r in reqs])
+            for req, tok, prob in zip(reqs, tokens, probs):
+                req.draft_token_ids.append(tok)
+                req.draft_probs.append(prob)
+
+    def forward(self, chunks: list[SeqChunk], source: torch.Tensor, source_rows: list[list[int]]):
+        """Run the module on the chunks, its hidden input gathered from `source`; returns the
+        output [T, d] and each chunk's last row in it."""
+        inputs = self.runner.prepare(chunks)
+        perm = [0] * len(inputs.input_ids)
+        for chunk, rows, last in zip(chunks, source_rows, inputs.last_index):
+            first = last - len(chunk.token_ids) + 1
+            perm[first:last + 1] = rows
+        hidden_in = source.index_select(0, torch.tensor(perm, device=source.device))
+        out = self.module(self.base, hidden_in, inputs.input_ids, self.kv_cache, inputs.meta)
+        return out, inputs.last_index
