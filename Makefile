@@ -3,15 +3,18 @@
 VENV ?= .venv
 PY := $(VENV)/bin/python
 
-.PHONY: run test bench
+.PHONY: run test bench bench-mtp
 run: $(VENV)/.setup-test
-	$(PY) benchmarks/bench_generate.py --batch 1 16 --workload mixed --repeat 1
+	$(VENV)/bin/trtx eval --model tiny-arith --mtp-nextn 2
 
 test: $(VENV)/.setup-test
 	$(PY) -m pytest
 
 bench: $(VENV)/.setup-test
 	$(PY) benchmarks/bench_generate.py
+
+bench-mtp: $(VENV)/.setup-test
+	$(PY) benchmarks/bench_mtp.py
 
 $(VENV)/.setup-test: pyproject.toml scripts/setup.sh
 	TRTX_VENV=$(VENV) scripts/setup.sh test

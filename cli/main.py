@@ -17,6 +17,7 @@ COMMANDS = {
     "report": "cmd_report:report",
     "waive": "cmd_waive:waive",
     "launch": "cmd_launch:launch",
+    "eval": "cmd_eval:eval_cmd",
 }
 
 

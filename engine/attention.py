@@ -3,8 +3,8 @@
 The model runs on a flat batch: the scheduled tokens of every sequence side by side, [T, ...],
 decode sequences (one new token each) first, then prefill chunks. Each layer writes the new keys
 and values into their cache slots, then attends in two parts:
-  decode   one batched SDPA call, [D, 1] queries against every sequence's cached keys, gathered
-           from the block tables and masked by length;
+  decode   one batched SDPA call, [S, Q] queries (Q = 1, or 1 + the drafts being verified)
+           against every sequence's cached keys, gathered from the block tables, masked by position;
   prefill  one SDPA call per chunk, its queries against its own cached prefix plus itself, causal.
 Splitting them keeps a long prompt from padding every decode sequence to its length.
 """
@@ -18,10 +18,11 @@ from torch.nn import functional as F
 
 @dataclass
 class DecodeMeta:
-    block_tables: torch.Tensor           # [D, blocks], padded with the null block
-    mask: torch.Tensor                   # [D, 1, 1, Kmax]: key within the sequence's length
+    block_tables: torch.Tensor           # [S, blocks], padded with the null block
+    mask: torch.Tensor                   # [S, 1, Q, Kmax]: key at or before the query's position
     window_mask: torch.Tensor | None     # the same, limited to the sliding window
     max_kv_len: int
+    q_len: int                           # Q: query tokens per sequence
 
 
 @dataclass
@@ -40,7 +41,7 @@ class AttentionMetadata:
     `ModelRunner.prepare`, shared by every layer."""
     positions: torch.Tensor              # [T] position of each token in its sequence
     slot_mapping: torch.Tensor           # [T] cache slot (block * block_size + offset) each token writes
-    num_decodes: int                     # the first num_decodes rows are decode tokens
+    num_decodes: int                     # the first num_decodes rows are decode tokens (S * Q)
     decode: DecodeMeta | None
     prefills: list[PrefillMeta]
 
@@ -57,11 +58,12 @@ def paged_attention(q: torch.Tensor, kv: torch.Tensor, kv_cache: torch.Tensor, m
     parts = []
     if meta.decode is not None:
         d, n = meta.decode, meta.num_decodes
-        keys, values = _gather(kv_cache, d.block_tables.view(-1), n, d.max_kv_len, kv_heads)
+        seqs = n // d.q_len
+        keys, values = _gather(kv_cache, d.block_tables.view(-1), seqs, d.max_kv_len, kv_heads)
         out = F.scaled_dot_product_attention(
-            q[:n].view(n, 1, num_heads, head_dim).transpose(1, 2), keys, values,
-            attn_mask=d.window_mask if sliding else d.mask, enable_gqa=gqa)       # [D, H, 1, Dh]
-        parts.append(out.reshape(n, num_heads * head_dim))
+            q[:n].view(seqs, d.q_len, num_heads, head_dim).transpose(1, 2), keys, values,
+            attn_mask=d.window_mask if sliding else d.mask, enable_gqa=gqa)       # [S, H, Q, Dh]
+        parts.append(out.transpose(1, 2).reshape(n, num_heads * head_dim))
     for p in meta.prefills:
         keys, values = _gather(kv_cache, p.blocks, 1, p.kv_len, kv_heads)
         mask = p.window_mask if sliding else p.mask

@@ -12,6 +12,8 @@ from .attention import AttentionMetadata, DecodeMeta, PrefillMeta
 from .kv_cache import NULL_BLOCK, BlockManager
 from .scheduler import ScheduledBatch
 
+MAX_DECODE_LEN = 16     # longest chunk that may join the batched decode attention
+
 
 @dataclass
 class SeqChunk:
@@ -42,10 +44,16 @@ class ModelRunner:
         return out
 
     def prepare(self, chunks: list[SeqChunk]) -> StepInputs:
-        """Lay the chunks out decode-first and build the attention metadata of the step."""
+        """Lay the chunks out decode-first and build the attention metadata of the step. The most
+        common short chunk length Q (1 when decoding, 1 + K when verifying K drafts) is the decode
+        group: its chunks share one batched attention call. The others are prefill chunks, one
+        call each, so that a long prompt does not pad the keys of every other sequence."""
         dev, bs, window = self.device, self.blocks.block_size, self.sliding_window
-        order = sorted(range(len(chunks)), key=lambda i: len(chunks[i].token_ids) > 1)   # stable
-        num_decodes = sum(len(c.token_ids) == 1 for c in chunks)
+        short = [len(c.token_ids) for c in chunks if len(c.token_ids) <= MAX_DECODE_LEN]
+        decode_len = max(short, key=short.count) if short else 1
+        order = sorted(range(len(chunks)), key=lambda i: len(chunks[i].token_ids) != decode_len)   # stable
+        num_seqs = sum(len(c.token_ids) == decode_len for c in chunks)
+        num_decodes = num_seqs * decode_len
         input_ids, positions, slots, last_index = [], [], [], [0] * len(chunks)
         for i in order:
             c = chunks[i]
@@ -56,23 +64,23 @@ class ModelRunner:
             last_index[i] = len(input_ids) - 1
 
         decode = None
-        if num_decodes:
-            seqs = [chunks[i] for i in order[:num_decodes]]
+        if num_seqs:
+            seqs = [chunks[i] for i in order[:num_seqs]]
             n_blocks = max(len(c.block_table) for c in seqs)
-            tables = torch.full((num_decodes, n_blocks), NULL_BLOCK, dtype=torch.long)
+            tables = torch.full((num_seqs, n_blocks), NULL_BLOCK, dtype=torch.long)
             for row, c in enumerate(seqs):
                 tables[row, :len(c.block_table)] = torch.tensor(c.block_table)
-            q_pos = torch.tensor([c.start for c in seqs])
+            q_pos = torch.tensor([c.start for c in seqs])[:, None] + torch.arange(decode_len)[None, :]   # [S, Q]
             max_kv_len = int(q_pos.max()) + 1
-            k_pos = torch.arange(max_kv_len)[None, :]
-            mask = k_pos <= q_pos[:, None]
-            window_mask = (mask & (k_pos > q_pos[:, None] - window)) if window else None
+            k_pos = torch.arange(max_kv_len)[None, None, :]
+            mask = k_pos <= q_pos[:, :, None]                                                         # [S, Q, K]
+            window_mask = (mask & (k_pos > q_pos[:, :, None] - window)) if window else None
             decode = DecodeMeta(tables.to(dev), _as_sdpa_mask(mask, dev), _as_sdpa_mask(window_mask, dev),
-                                max_kv_len)
+                                max_kv_len, decode_len)
 
         prefills = []
         row = num_decodes
-        for i in order[num_decodes:]:
+        for i in order[num_seqs:]:
             c = chunks[i]
             n, kv_len = len(c.token_ids), c.start + len(c.token_ids)
             k_pos = torch.arange(kv_len)[None, :]
@@ -101,5 +109,5 @@ class ModelRunner:
 
 
 def _as_sdpa_mask(mask: torch.Tensor | None, device) -> torch.Tensor | None:
-    """[D, Kmax] -> [D, 1, 1, Kmax]: one query per sequence, broadcast over heads."""
-    return None if mask is None else mask[:, None, None, :].to(device)
+    """[S, Q, Kmax] -> [S, 1, Q, Kmax]: broadcast over heads."""
+    return None if mask is None else mask[:, None].to(device)

@@ -24,7 +24,7 @@ TIMES = {2: "doubles them", 3: "triples them"}
 def make_problem(rng: random.Random, steps: int) -> dict:
     name, pron = rng.choice(NAMES)
     item = rng.choice(ITEMS)
-    value = rng.randint(2, 99)
+    value = rng.randint(2, 59)
     text = [f"{name} has {value} {item}."]
     work = []
     for _ in range(steps):
@@ -32,12 +32,12 @@ def make_problem(rng: random.Random, steps: int) -> dict:
         if kind == "loss" and value < 2:
             kind = "gain"
         if kind == "gain":
-            n = rng.randint(1, 99)
+            n = rng.randint(1, 49)
             text.append(f"{pron} {rng.choice(GAIN).format(n=n)}.")
             work.append(f"{value}+{n}={value + n}.")
             value += n
         elif kind == "loss":
-            n = rng.randint(1, min(value, 99))
+            n = rng.randint(1, min(value, 49))
             text.append(f"{pron} {rng.choice(LOSS).format(n=n)}.")
             work.append(f"{value}-{n}={value - n}.")
             value -= n

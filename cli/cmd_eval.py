@@ -1,0 +1,53 @@
+"""`trtx eval`: accuracy and MTP acceptance of one engine configuration on an eval set."""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import click
+
+from .errors import UserError
+from .evaluate import default_dataset, evaluate, resolve_model
+from .fsutil import atomic_write
+
+
+@click.command("eval")
+@click.option("--model", "model", default="tiny-arith", show_default=True,
+              help="A checkpoint directory (config.json, *.safetensors, tokenizer.json) or a bundled model's name.")
+@click.option("--dataset", type=click.Path(dir_okay=False), help="JSONL eval set (default: the model's eval.jsonl).")
+@click.option("--mtp-nextn", type=click.IntRange(0, 8), default=0, show_default=True,
+              help="Draft this many tokens per step with the model's MTP module (0: no speculation).")
+@click.option("--max-samples", type=click.IntRange(min=1), help="Evaluate only the first M problems.")
+@click.option("--max-num-seqs", type=click.IntRange(min=1), default=64, show_default=True,
+              help="Requests in flight at once (the batch size).")
+@click.option("--json", "json_out", type=click.Path(dir_okay=False), help="Also write the results as JSON here.")
+@click.option("--samples", is_flag=True, help="With --json: include every prompt, output and grade.")
+def eval_cmd(model, dataset, mtp_nextn, max_samples, max_num_seqs, json_out, samples):
+    """Generate greedily for every problem of the eval set, grade the answers, and report accuracy
+    (with n), MTP acceptance (rate, mean acceptance length, per-position rates) and tokens/s."""
+    from rich.console import Console
+    from rich.table import Table
+
+    model_dir = resolve_model(model)
+    data = Path(dataset) if dataset else default_dataset(model_dir)
+    if not data.exists():
+        raise UserError("no such eval set", str(data))
+    console = Console(highlight=False, stderr=True)
+    with console.status(f"evaluating {model} on {data.name} (mtp_nextn={mtp_nextn})"):
+        try:
+            result = evaluate(model_dir, data, mtp_nextn=mtp_nextn, max_samples=max_samples, max_num_seqs=max_num_seqs)
+        except ValueError as e:          # the engine's configuration errors (e.g. no MTP module)
+            raise UserError(str(e)) from None
+    table = Table(title=f"trtx eval: {model} on {data.name}")
+    table.add_column("metric")
+    table.add_column("value", justify="right")
+    table.add_row("accuracy", f"{result.accuracy:.1f} ({result.correct}/{result.n})")
+    if result.spec:
+        s = result.spec
+        table.add_row(f"acceptance rate (nextn={mtp_nextn})", f"{s['acceptance_rate']:.3f} ({s['accepted']}/{s['proposed']})")
+        table.add_row("mean acceptance length", f"{s['mean_acceptance_length']:.2f}")
+        table.add_row("per-position acceptance", " ".join(f"{r:.2f}" for r in s["position_rates"]))
+    table.add_row("tokens/s", f"{result.tokens_per_s:.0f} ({result.generated_tokens} in {result.seconds:.1f} s)")
+    Console(highlight=False).print(table)
+    if json_out:
+        atomic_write(Path(json_out), json.dumps(result.as_dict(with_samples=samples), indent=2) + "\n")

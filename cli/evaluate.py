@@ -1,0 +1,113 @@
+"""Accuracy and MTP acceptance of one engine configuration on an eval set (what `trtx eval` runs).
+
+An eval set is JSONL with a `prompt` and an integer `answer` per line. The model's output is
+graded by the number after its last "Answer:"; no such number counts as wrong.
+
+Bundled models live in models/<name>/ (checkpoint plus eval.jsonl) and are addressed by name.
+"""
+from __future__ import annotations
+
+import os
+import re
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+from .errors import UserError, closest
+from .options import REPO_ROOT
+
+MODELS_DIR = REPO_ROOT / "models"
+_ANSWER = re.compile(r"Answer:\s*(-?\d+)")
+
+
+def bundled_models() -> list[str]:
+    return sorted(p.parent.name for p in MODELS_DIR.glob("*/config.json"))
+
+
+def resolve_model(name_or_dir: str) -> Path:
+    """A checkpoint directory, or the directory of the bundled model of that name."""
+    path = Path(name_or_dir)
+    if (path / "config.json").exists():
+        return path
+    if name_or_dir in bundled_models():
+        return MODELS_DIR / name_or_dir
+    raise UserError(f"--model {name_or_dir!r} is neither a checkpoint directory (no config.json) nor a bundled "
+                    f"model ({', '.join(bundled_models()) or 'none'}){closest(name_or_dir, bundled_models())}")
+
+
+def default_dataset(model_dir: Path) -> Path:
+    path = model_dir / "eval.jsonl"
+    if not path.exists():
+        raise UserError(f"{model_dir} has no eval.jsonl; pass --dataset")
+    return path
+
+
+def load_problems(path: Path, max_samples: int | None) -> list[dict]:
+    """The eval set through `datasets` (offline: the file is local); every row needs a prompt and
+    an integer answer."""
+    os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
+    import datasets
+    datasets.disable_progress_bars()
+    try:
+        rows = datasets.load_dataset("json", data_files=str(path), split="train")
+    except Exception as e:   # datasets raises several types for unreadable JSON
+        raise UserError(f"cannot read the eval set: {e}", str(path)) from None
+    for col in ("prompt", "answer"):
+        if col not in rows.column_names:
+            raise UserError(f"eval set rows need a {col!r} field (found {', '.join(rows.column_names)})", str(path))
+    if max_samples is not None:
+        rows = rows.select(range(min(max_samples, len(rows))))
+    return [{"prompt": r["prompt"], "answer": int(r["answer"])} for r in rows]
+
+
+def grade(text: str, answer: int) -> bool:
+    found = _ANSWER.findall(text)
+    return bool(found) and int(found[-1]) == answer
+
+
+@dataclass
+class EvalResult:
+    model: str
+    dataset: str
+    n: int
+    correct: int
+    accuracy: float                 # 0-100
+    mtp_nextn: int
+    generated_tokens: int
+    seconds: float
+    tokens_per_s: float
+    spec: dict | None = None        # SpecStats.as_dict(), aggregated over every request
+    samples: list[dict] = field(default_factory=list)
+
+    def as_dict(self, with_samples: bool = False) -> dict:
+        d = asdict(self)
+        if not with_samples:
+            d.pop("samples")
+        return d
+
+
+def evaluate(model_dir: Path, dataset: Path, mtp_nextn: int = 0, max_samples: int | None = None,
+             max_num_seqs: int = 64, max_tokens: int = 96, device: str | None = None) -> EvalResult:
+    from trtx.engine import LLM, SamplingParams
+    from trtx.engine.speculative import SpecStats
+
+    problems = load_problems(dataset, max_samples)
+    if not problems:
+        raise UserError("the eval set is empty", str(dataset))
+    llm = LLM(model_dir, mtp_nextn=mtp_nextn, max_num_seqs=max_num_seqs, device=device)
+    t0 = time.perf_counter()
+    outs = llm.generate([p["prompt"] for p in problems], SamplingParams(max_tokens=max_tokens))
+    seconds = time.perf_counter() - t0
+    spec = SpecStats()
+    samples, correct, tokens = [], 0, 0
+    for p, o in zip(problems, outs):
+        ok = grade(o.outputs[0].text, p["answer"])
+        correct += ok
+        tokens += len(o.outputs[0].token_ids)
+        if o.spec is not None:
+            spec.merge(o.spec)
+        samples.append({"prompt": p["prompt"], "answer": p["answer"], "output": o.outputs[0].text, "correct": ok})
+    return EvalResult(model=str(model_dir), dataset=str(dataset), n=len(problems), correct=correct,
+                      accuracy=100.0 * correct / len(problems), mtp_nextn=mtp_nextn, generated_tokens=tokens,
+                      seconds=seconds, tokens_per_s=tokens / seconds,
+                      spec=spec.as_dict() if mtp_nextn else None, samples=samples)
