@@ -152,8 +152,9 @@ class TrainModel(nn.Module):
         return out
 
 
-def write_tokenizer(out: Path) -> Tokenizer:
-    vocab = {tok: i for i, tok in enumerate(SPECIALS + CHARS)}
+def write_tokenizer(out: Path, chars=CHARS) -> Tokenizer:
+    """A character-level tokenizer.json: SPECIALS, then one token per character of `chars`."""
+    vocab = {tok: i for i, tok in enumerate(SPECIALS + list(chars))}
     tok = Tokenizer(models.WordLevel(vocab=vocab, unk_token="<pad>"))
     tok.pre_tokenizer = pre_tokenizers.Split("", behavior="isolated")
     tok.decoder = decoders.Fuse()

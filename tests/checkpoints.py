@@ -7,21 +7,22 @@ from pathlib import Path
 
 import torch
 
-# A character-level vocabulary: specials first, then printable ASCII.
-SPECIALS = ["<pad>", "<s>", "</s>"]
-CHARS = list(string.ascii_letters + string.digits + string.punctuation + " \n")
+CHARS = string.ascii_letters + string.digits + string.punctuation + " \n"   # printable ASCII
+
+
+def training_script():
+    """scripts/train_tiny_model.py as a module: it defines the bundled model's kind of checkpoint."""
+    import sys
+    scripts = str(Path(__file__).resolve().parents[1] / "scripts")
+    if scripts not in sys.path:
+        sys.path.insert(0, scripts)
+    import train_tiny_model
+    return train_tiny_model
 
 
 def write_char_tokenizer(model_dir: Path) -> None:
     """A tokenizer.json whose tokens are single characters (ids beyond them stay unused)."""
-    from tokenizers import Tokenizer, decoders, models, pre_tokenizers
-
-    vocab = {tok: i for i, tok in enumerate(SPECIALS + CHARS)}
-    tok = Tokenizer(models.WordLevel(vocab=vocab, unk_token="<pad>"))
-    tok.pre_tokenizer = pre_tokenizers.Split("", behavior="isolated")
-    tok.decoder = decoders.Fuse()
-    tok.add_special_tokens(SPECIALS)
-    tok.save(str(model_dir / "tokenizer.json"))
+    training_script().write_tokenizer(model_dir, CHARS)
 
 
 ARCHS = {
@@ -65,12 +66,7 @@ def make_mtp_checkpoint(model_dir: Path, seed: int = 0, init_std: float = 0.3, *
     """A random checkpoint of the bundled model's kind (Llama + one MTP module), written by the
     training script itself (scripts/train_tiny_model.py), with a larger init than training uses
     so that greedy choices have clear margins."""
-    import sys
-    scripts = str(Path(__file__).resolve().parents[1] / "scripts")
-    if scripts not in sys.path:
-        sys.path.insert(0, scripts)
-    import train_tiny_model as t
-
+    t = training_script()
     config = {**t.CONFIG, "hidden_size": 64, "intermediate_size": 128, "num_hidden_layers": 2,
               "num_attention_heads": 4, "num_key_value_heads": 2, "head_dim": 16, **overrides}
     torch.manual_seed(seed)

@@ -5,7 +5,7 @@ import math
 
 import pytest
 import torch
-from checkpoints import make_mtp_checkpoint
+from checkpoints import make_mtp_checkpoint, training_script
 
 from trtx.engine import LLM, SamplingParams
 from trtx.engine.model_runner import SeqChunk
@@ -21,8 +21,8 @@ def ckpt(tmp_path_factory):
 
 def test_mtp_module_matches_the_training_definition(ckpt):
     """Teacher-forced: the engine's MTP logits at every position equal the training model's."""
-    import train_tiny_model as t   # on sys.path through make_mtp_checkpoint
     from safetensors.torch import load_file
+    t = training_script()
 
     llm = LLM(ckpt, mtp_nextn=1, device="cpu")
     cfg = dict(t.CONFIG, **{k: llm.config.__dict__[k] for k in ("hidden_size", "intermediate_size",
