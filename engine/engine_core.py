@@ -16,7 +16,7 @@ from .config import ModelConfig
 from .device import default_kv_cache_bytes
 from .kv_cache import BlockManager, allocate_kv_cache, kv_bytes_per_block
 from .model import LlamaForCausalLM
-from .model_runner import ModelRunner, SeqChunk
+from .model_runner import ModelRunner
 from .mtp import DraftJob, MtpDrafter, MtpModule
 from .request import Request
 from .scheduler import Scheduler
@@ -87,10 +87,7 @@ class EngineCore:
         if not batch:
             raise RuntimeError("scheduler produced an empty batch with requests pending (KV cache too small?)")
         self.num_steps += 1
-        chunks = [SeqChunk((r.all_token_ids + r.draft_token_ids)[r.num_computed_tokens:r.num_computed_tokens + n],
-                           r.num_computed_tokens, self.blocks.tables[r.request_id])
-                  for r, n in zip(batch.requests, batch.num_tokens)]
-        inputs = self.runner.prepare(chunks)
+        inputs = self.runner.prepare(self.runner.chunks(batch))
         hidden = self.runner.forward(inputs)
 
         # Rows whose logits pick tokens: the last known token of each request whose known tokens

@@ -4,6 +4,7 @@ positions of requests that asked for context logits).
 """
 from __future__ import annotations
 
+from collections import Counter
 from dataclasses import dataclass
 
 import torch
@@ -37,10 +38,13 @@ class ModelRunner:
         self.device, self.sliding_window = device, sliding_window
 
     def chunks(self, batch: ScheduledBatch) -> list[SeqChunk]:
+        """Each scheduled request's tokens for this step: its uncomputed known tokens, then the
+        MTP drafts riding behind them to be verified."""
         out = []
         for req, n in zip(batch.requests, batch.num_tokens):
             start = req.num_computed_tokens
-            out.append(SeqChunk(req.all_token_ids[start:start + n], start, self.blocks.tables[req.request_id]))
+            tokens = (req.all_token_ids + req.draft_token_ids)[start:start + n]
+            out.append(SeqChunk(tokens, start, self.blocks.tables[req.request_id]))
         return out
 
     def prepare(self, chunks: list[SeqChunk]) -> StepInputs:
@@ -49,8 +53,8 @@ class ModelRunner:
         group: its chunks share one batched attention call. The others are prefill chunks, one
         call each, so that a long prompt does not pad the keys of every other sequence."""
         dev, bs, window = self.device, self.blocks.block_size, self.sliding_window
-        short = [len(c.token_ids) for c in chunks if len(c.token_ids) <= MAX_DECODE_LEN]
-        decode_len = max(short, key=short.count) if short else 1
+        short = Counter(len(c.token_ids) for c in chunks if len(c.token_ids) <= MAX_DECODE_LEN)
+        decode_len = short.most_common(1)[0][0] if short else 1
         order = sorted(range(len(chunks)), key=lambda i: len(chunks[i].token_ids) != decode_len)   # stable
         num_seqs = sum(len(c.token_ids) == decode_len for c in chunks)
         num_decodes = num_seqs * decode_len
@@ -85,8 +89,9 @@ class ModelRunner:
             n, kv_len = len(c.token_ids), c.start + len(c.token_ids)
             k_pos = torch.arange(kv_len)[None, :]
             q_pos = torch.arange(c.start, kv_len)[:, None]
-            mask = (k_pos <= q_pos) if c.start else None          # None: plain causal, SDPA's own
-            window_mask = ((k_pos <= q_pos) & (k_pos > q_pos - window)).to(dev) if window else None
+            causal = k_pos <= q_pos
+            mask = causal if c.start else None                    # None: plain causal, SDPA's own
+            window_mask = (causal & (k_pos > q_pos - window)).to(dev) if window else None
             blocks = torch.tensor(c.block_table[:-(-kv_len // bs)], dtype=torch.long)
             prefills.append(PrefillMeta(row, row + n, blocks.to(dev), kv_len,
                                         None if mask is None else mask.to(dev), window_mask))

@@ -22,7 +22,7 @@ from .layers import RMSNorm, ShardedLinear
 from .model import DecoderLayer, LlamaForCausalLM, layer_targets
 from .model_runner import SeqChunk
 from .request import Request
-from .sampling import sample_with_probs
+from .sampling import sample
 
 
 class MtpModule(nn.Module):
@@ -76,11 +76,9 @@ class MtpDrafter:
 
     @torch.inference_mode()
     def run(self, jobs: list[DraftJob], hidden: torch.Tensor) -> None:
-        jobs = [j for j in jobs if j.end > j.start]
+        jobs = [j for j in jobs if j.end > j.start]      # their drafts were consumed by the step
         if not jobs:
             return
-        for j in jobs:
-            j.req.draft_token_ids, j.req.draft_probs = [], []
         chunks = [SeqChunk(j.req.all_token_ids[j.start + 1:j.end + 1], j.start, self.runner.blocks.tables[j.req.request_id])
                   for j in jobs]
         out, last = self.forward(chunks, hidden, [j.hidden_rows for j in jobs])
@@ -96,7 +94,7 @@ class MtpDrafter:
                 drafting = [(j, r) for (j, _), r in zip(drafting, rows)]
             logits = self.base.compute_logits(out[[r for _, r in drafting]])
             reqs = [j.req for j, _ in drafting]
-            tokens, probs = sample_with_probs(logits, [r.params for r in reqs], [r.generator for r in reqs])
+            tokens, probs = sample(logits, [r.params for r in reqs], [r.generator for r in reqs])
             for req, tok, prob in zip(reqs, tokens, probs):
                 req.draft_token_ids.append(tok)
                 req.draft_probs.append(prob)

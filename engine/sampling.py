@@ -51,15 +51,10 @@ def filtered_probs(logits: torch.Tensor, params: SamplingParams) -> torch.Tensor
     return probs
 
 
-def sample(logits: torch.Tensor, params: list[SamplingParams], generators: list[torch.Generator | None]) -> list[int]:
-    """One token per row of `logits` [B, V] (fp32). Greedy rows are one batched argmax."""
-    return sample_with_probs(logits, params, generators)[0]
-
-
-def sample_with_probs(logits: torch.Tensor, params: list[SamplingParams], generators: list[torch.Generator | None]
-                      ) -> tuple[list[int], list[torch.Tensor | None]]:
-    """As `sample`, also returning each row's distribution (None for greedy rows): speculative
-    decoding needs the distribution a draft came from to verify it."""
+def sample(logits: torch.Tensor, params: list[SamplingParams], generators: list[torch.Generator | None]
+           ) -> tuple[list[int], list[torch.Tensor | None]]:
+    """One token per row of `logits` [B, V] (fp32), greedy rows in one batched argmax, and each
+    row's distribution (None for greedy rows): a draft is verified against the one it came from."""
     tokens = logits.argmax(dim=-1).tolist()
     probs: list[torch.Tensor | None] = [None] * len(params)
     for i, p in enumerate(params):

@@ -2,9 +2,8 @@
 
 Each step has a token budget (max_num_tokens) and a request cap (max_num_seqs). Running requests
 go first (one token each when decoding, plus its MTP drafts to verify; a chunk when the prompt
-is still being prefilled), then
-waiting requests are admitted in arrival order while the budget lasts and the block manager has
-blocks for them. When a running request needs a block and none is free, the newest running
+is still being prefilled), then waiting requests are admitted in arrival order while the budget
+lasts and the block manager has blocks for them. When a running request needs a block and none is free, the newest running
 request is preempted: its blocks are freed and it goes back to the head of the queue, to be
 recomputed later (prompt + the tokens it had generated, so its output is unchanged).
 """
