@@ -14,7 +14,7 @@ from .fsutil import atomic_write
 @click.command("eval")
 @click.option("--model", "model", default="tiny-arith", show_default=True,
               help="A checkpoint directory (config.json, *.safetensors, tokenizer.json) or a bundled model's name.")
-@click.option("--dataset", type=click.Path(dir_okay=False), help="JSONL eval set (default: the model's eval.jsonl).")
+@click.option("--dataset", type=click.Path(exists=True, dir_okay=False), help="JSONL eval set (default: the model's eval.jsonl).")
 @click.option("--mtp-nextn", type=click.IntRange(0, 8), default=0, show_default=True,
               help="Draft this many tokens per step with the model's MTP module (0: no speculation).")
 @click.option("--max-samples", type=click.IntRange(min=1), help="Evaluate only the first M problems.")
@@ -30,8 +30,6 @@ def eval_cmd(model, dataset, mtp_nextn, max_samples, max_num_seqs, json_out, sam
 
     model_dir = resolve_model(model)
     data = Path(dataset) if dataset else default_dataset(model_dir)
-    if not data.exists():
-        raise UserError("no such eval set", str(data))
     console = Console(highlight=False, stderr=True)
     with console.status(f"evaluating {model} on {data.name} (mtp_nextn={mtp_nextn})"):
         try:

@@ -14,6 +14,7 @@ watches the rank logs and exit files:
 """
 from __future__ import annotations
 
+import glob
 import os
 import re
 import shutil
@@ -27,7 +28,7 @@ from pathlib import Path
 from typing import Callable
 
 from . import rank_entry
-from .rank_entry import die_with_parent
+from .rank_entry import die_with_parent, rank_file
 
 STACK_WAIT_S = 3.0
 POLL_S = 0.05
@@ -132,7 +133,6 @@ def build_command(launcher: str, n: int, cmd: list[str], log_dir: Path, env_name
     raise ValueError(f"unknown launcher {launcher!r}; expected mpirun, torchrun or srun")
 
 
-
 class Launch:
     def __init__(self, n: int, cmd: list[str], timeout_s: float, log_dir: str | Path, launcher: str = "mpirun",
                  on_line: Callable[[int, str], None] | None = None, env: dict | None = None):
@@ -141,7 +141,7 @@ class Launch:
         self.n, self.cmd, self.timeout_s, self.launcher, self.on_line = n, cmd, timeout_s, launcher, on_line
         self.log_dir = Path(log_dir).resolve()
         self.extra_env = env or {}
-        self.ranks = [RankState(r, log=self.log_dir / f"rank-{r}.log") for r in range(n)]
+        self.ranks = [RankState(r, log=Path(rank_file(self.log_dir, r, "log"))) for r in range(n)]
         self._offsets = [0] * n
         self._partial = [""] * n
 
@@ -152,9 +152,9 @@ class Launch:
     def start(self) -> None:
         """Start the ranks and return at once (the caller may load what it needs meanwhile)."""
         self.log_dir.mkdir(parents=True, exist_ok=True)
-        for pattern in ("rank-*.log", "rank-*.pid", "rank-*.exit"):
-            for old in self.log_dir.glob(pattern):
-                old.unlink()
+        for kind in ("log", "pid", "exit"):
+            for old in glob.glob(rank_file(self.log_dir, "*", kind)):
+                os.unlink(old)
         (self.log_dir / ".site").mkdir(exist_ok=True)
         (self.log_dir / ".site" / "sitecustomize.py").write_text(_SITECUSTOMIZE)
         env = dict(os.environ, MASTER_ADDR="127.0.0.1", MASTER_PORT=str(free_port()), **self.extra_env)
@@ -183,7 +183,7 @@ class Launch:
                 self._poll_ranks()
                 failed = [r for r in self.ranks if r.exit_code not in (None, 0)]
                 if failed:
-                    reason, first = "failed", min(failed, key=lambda r: _mtime(self.log_dir / f"rank-{r.rank}.exit")).rank
+                    reason, first = "failed", min(failed, key=lambda r: _mtime(rank_file(self.log_dir, r.rank, "exit"))).rank
                     break
                 if self.proc.poll() is not None:
                     self._poll_ranks()
@@ -210,9 +210,9 @@ class Launch:
     def _poll_ranks(self) -> None:
         for r in self.ranks:
             if r.pid is None:
-                r.pid = _read_int(self.log_dir / f"rank-{r.rank}.pid")
+                r.pid = _read_int(rank_file(self.log_dir, r.rank, "pid"))
             if r.exit_code is None:
-                r.exit_code = _read_int(self.log_dir / f"rank-{r.rank}.exit")
+                r.exit_code = _read_int(rank_file(self.log_dir, r.rank, "exit"))
             if self.on_line:
                 self._stream(r)
 
@@ -289,16 +289,17 @@ def _stack_from(text: str) -> str:
     return ""
 
 
-def _read_int(path: Path) -> int | None:
+def _read_int(path: str) -> int | None:
     try:
-        return int(path.read_text().strip())
+        with open(path) as f:
+            return int(f.read().strip())
     except (FileNotFoundError, ValueError):
         return None
 
 
-def _mtime(path: Path) -> float:
+def _mtime(path: str) -> float:
     try:
-        return path.stat().st_mtime
+        return os.stat(path).st_mtime
     except FileNotFoundError:
         return float("inf")
 

@@ -1,4 +1,4 @@
-"""What each rank runs first: `python -m trtx.cli.rank_entry LOG_DIR -- CMD ...` (started by the
+"""What each rank runs first: `python -S .../rank_entry.py LOG_DIR -- CMD ...` (started by the
 launcher under mpirun, torchrun or srun). Standard library only, so it starts in milliseconds.
 
 It finds the rank from whichever launcher started it, sets the environment torch.distributed
@@ -28,6 +28,12 @@ def die_with_parent() -> None:
         pass
 
 
+def rank_file(log_dir, rank: int | str, kind: str) -> str:
+    """LOG_DIR/rank-N.{log,pid,exit}: the files through which a rank and the launcher talk
+    (rank "*" gives the glob pattern of all of them)."""
+    return os.path.join(log_dir, f"rank-{rank}.{kind}")
+
+
 def rank_env(environ) -> tuple[int, int, int]:
     for rank, size, local in _RANK_VARS:
         if rank in environ:
@@ -38,7 +44,7 @@ def rank_env(environ) -> tuple[int, int, int]:
 def main(argv: list[str]) -> int:
     log_dir, sep, *cmd = argv
     if sep != "--" or not cmd:
-        print("usage: python -m trtx.cli.rank_entry LOG_DIR -- CMD ...", file=sys.stderr)
+        print("usage: python -S rank_entry.py LOG_DIR -- CMD ...", file=sys.stderr)
         return 2
     die_with_parent()
     rank, world, local = rank_env(os.environ)
@@ -51,7 +57,7 @@ def main(argv: list[str]) -> int:
     env["PYTHONPATH"] = os.pathsep.join(p for p in (site, env.get("PYTHONPATH")) if p)
     if env.get("TRTX_GPUS_PER_NODE") and "CUDA_VISIBLE_DEVICES" not in os.environ:
         env["CUDA_VISIBLE_DEVICES"] = str(local % int(env["TRTX_GPUS_PER_NODE"]))   # one GPU per rank
-    log = os.open(os.path.join(log_dir, f"rank-{rank}.log"), os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
+    log = os.open(rank_file(log_dir, rank, "log"), os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
     # fork + exec by hand rather than subprocess: importing subprocess alone costs this rank ~13 ms.
     pid = os.fork()
     if pid == 0:
@@ -65,12 +71,12 @@ def main(argv: list[str]) -> int:
         except OSError as e:
             os.write(2, f"trtx: cannot start {cmd[0]}: {e}\n".encode())
         os._exit(127)
-    with open(os.path.join(log_dir, f"rank-{rank}.pid"), "w") as f:
+    with open(rank_file(log_dir, rank, "pid"), "w") as f:
         f.write(str(pid))
     for sig in (signal.SIGTERM, signal.SIGINT):                # mpirun's teardown reaches CMD too
         signal.signal(sig, lambda s, _f: os.kill(pid, s))
     code = os.waitstatus_to_exitcode(os.waitpid(pid, 0)[1])    # -N when it died on signal N
-    with open(os.path.join(log_dir, f"rank-{rank}.exit"), "w") as f:
+    with open(rank_file(log_dir, rank, "exit"), "w") as f:
         f.write(str(code))
     return code if code >= 0 else 128 - code
 
