@@ -19,6 +19,8 @@ class RMSNorm(nn.Module):
         self.eps = eps
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if x.dtype == torch.float32:        # one fused call: the per-op cost dominates small batches
+            return F.rms_norm(x, x.shape[-1:], self.weight, self.eps)
         # Normalise in fp32 and cast back before the weight, as the reference implementation does.
         return self.weight * F.rms_norm(x.float(), x.shape[-1:], eps=self.eps).to(x.dtype)
 
@@ -77,7 +79,9 @@ class ShardedLinear(nn.Module):
         for name, rows in local_parts:
             self.offsets[name] = (start, rows)
             start += rows
-        self.weight = nn.Parameter(torch.empty(start, local_in, dtype=dtype), requires_grad=False)
+        # Stored transposed ([in, out] in memory, presented as the usual [out, in] view): CPU GEMMs
+        # of a few rows, which is what decoding runs, are about twice as fast on that layout.
+        self.weight = nn.Parameter(torch.empty(local_in, start, dtype=dtype).t(), requires_grad=False)
         self.bias = nn.Parameter(torch.zeros(start, dtype=dtype), requires_grad=False) if bias else None
         # A row-parallel output is a partial sum that the caller all-reduces: only one rank may add
         # the bias, or it would be counted tp_size times.

@@ -71,14 +71,18 @@ class ModelRunner:
         if num_seqs:
             seqs = [chunks[i] for i in order[:num_seqs]]
             n_blocks = max(len(c.block_table) for c in seqs)
-            tables = torch.full((num_seqs, n_blocks), NULL_BLOCK, dtype=torch.long)
-            for row, c in enumerate(seqs):
-                tables[row, :len(c.block_table)] = torch.tensor(c.block_table)
-            q_pos = torch.tensor([c.start for c in seqs])[:, None] + torch.arange(decode_len)[None, :]   # [S, Q]
-            max_kv_len = int(q_pos.max()) + 1
-            k_pos = torch.arange(max_kv_len)[None, None, :]
-            mask = k_pos <= q_pos[:, :, None]                                                         # [S, Q, K]
-            window_mask = (mask & (k_pos > q_pos[:, :, None] - window)) if window else None
+            tables = torch.tensor([c.block_table + [NULL_BLOCK] * (n_blocks - len(c.block_table)) for c in seqs],
+                                  dtype=torch.long)
+            starts = [c.start for c in seqs]
+            max_kv_len = max(starts) + decode_len
+            mask = window_mask = None
+            # One query per sequence, all at the same position: every cached key is visible, no
+            # mask needed (batch-1 decoding, the latency case, skips building one).
+            if decode_len > 1 or min(starts) != max(starts) or (window and max_kv_len > window):
+                q_pos = torch.tensor(starts)[:, None, None] + torch.arange(decode_len)[None, :, None]   # [S, Q, 1]
+                k_pos = torch.arange(max_kv_len)
+                mask = k_pos <= q_pos                                                                  # [S, Q, K]
+                window_mask = (mask & (k_pos > q_pos - window)) if window else None
             decode = DecodeMeta(tables.to(dev), _as_sdpa_mask(mask, dev), _as_sdpa_mask(window_mask, dev),
                                 max_kv_len, decode_len)
 
@@ -97,11 +101,10 @@ class ModelRunner:
                                         None if mask is None else mask.to(dev), window_mask))
             row += n
 
-        meta = AttentionMetadata(
-            positions=torch.tensor(positions, dtype=torch.long, device=dev),
-            slot_mapping=torch.tensor(slots, dtype=torch.long, device=dev),
-            num_decodes=num_decodes, decode=decode, prefills=prefills)
-        return StepInputs(torch.tensor(input_ids, dtype=torch.long, device=dev), meta, last_index)
+        ids, positions, slots = torch.tensor([input_ids, positions, slots], dtype=torch.long).to(dev).unbind()
+        meta = AttentionMetadata(positions=positions, slot_mapping=slots, num_decodes=num_decodes,
+                                 decode=decode, prefills=prefills)
+        return StepInputs(ids, meta, last_index)
 
     @torch.inference_mode()
     def forward(self, inputs: StepInputs) -> torch.Tensor:
