@@ -21,6 +21,15 @@ def select_device(local_rank: int = 0) -> torch.device:
     return torch.device("cpu")
 
 
+def share_cpu_cores(device: torch.device, local_world_size: int) -> None:
+    """CPU ranks on one host split its cores between them. Left alone, each rank would start a
+    thread per core and N ranks would oversubscribe the cores N times over, every GEMM waiting on
+    descheduled threads. An explicit OMP_NUM_THREADS wins."""
+    if device.type != "cpu" or local_world_size <= 1 or "OMP_NUM_THREADS" in os.environ:
+        return
+    torch.set_num_threads(max(1, len(os.sched_getaffinity(0)) // local_world_size))
+
+
 def dist_backend(device: torch.device) -> str:
     return "nccl" if device.type == "cuda" else "gloo"
 

@@ -11,13 +11,15 @@ from pathlib import Path
 
 import torch
 
+from . import faults
 from .checkpoint import load_weights
 from .config import ModelConfig
 from .device import default_kv_cache_bytes
 from .kv_cache import BlockManager, allocate_kv_cache, kv_bytes_per_block
 from .model import LlamaForCausalLM
-from .model_runner import ModelRunner
+from .model_runner import ModelRunner, SeqChunk
 from .mtp import DraftJob, MtpDrafter, MtpModule
+from .parallel import Parallel
 from .request import Request
 from .scheduler import Scheduler
 from .speculative import verify
@@ -25,40 +27,51 @@ from .tokenizer import Tokenizer
 
 
 class EngineCore:
-    def __init__(self, model_dir: Path, cfg: ModelConfig, device: torch.device, tokenizer: Tokenizer | None, *,
+    def __init__(self, model_dir: Path, cfg: ModelConfig, parallel: Parallel, tokenizer: Tokenizer | None, *,
                  max_num_seqs: int, max_num_tokens: int, block_size: int,
                  num_kv_blocks: int | None, kv_cache_memory: int | None, mtp_nextn: int = 0):
-        self.cfg, self.device, self.tokenizer, self.mtp_nextn = cfg, device, tokenizer, mtp_nextn
+        self.cfg, self.parallel, self.tokenizer, self.mtp_nextn = cfg, parallel, tokenizer, mtp_nextn
+        self.device, self.mapping = parallel.device, parallel.mapping
         self.max_model_len = cfg.max_position_embeddings
         L = cfg.num_hidden_layers
         if mtp_nextn and cfg.num_nextn_predict_layers != 1:
             raise ValueError(f"mtp_nextn={mtp_nextn} needs a checkpoint with one MTP module "
                              f"(num_nextn_predict_layers=1 in config.json); this one has {cfg.num_nextn_predict_layers}")
-        with torch.device(device):
-            self.model = LlamaForCausalLM(cfg).eval()
-            mtp = MtpModule(cfg).eval() if mtp_nextn else None
-        # MTP modules (layers past num_hidden_layers) are not part of the base model: loaded apart
-        # when drafting, skipped otherwise (invariant 1).
+        # Invariant 1: the MTP module is never in the base model's layer list; only the last
+        # stage, which drafts, builds it and loads its weights.
+        drafting = bool(mtp_nextn) and self.mapping.is_last_stage
+        if drafting and faults.active("drop_mtp_on_last_stage"):
+            drafting = False
+        with torch.device(self.device):
+            self.model = LlamaForCausalLM(cfg, self.mapping, parallel.tp, keep_embedding=drafting).eval()
+            mtp = MtpModule(cfg, parallel.tp).eval() if drafting else None
         targets = self.model.weight_targets()
         if mtp is not None:
             targets.update(mtp.weight_targets(f"model.layers.{L}."))
         load_weights(targets, model_dir, optional={"lm_head.weight"} if cfg.tie_word_embeddings else set(),
-                     skip=_layer_at_or_after(L) if cfg.num_nextn_predict_layers else None)
-        num_cache_layers = L + (1 if mtp is not None else 0)
+                     skip=_held_elsewhere(targets, L + cfg.num_nextn_predict_layers))
+        if mtp_nextn and self.mapping.is_last_stage and mtp is None:
+            raise RuntimeError(f"rank {self.mapping.rank}: mtp_nextn={mtp_nextn} but the last pipeline stage holds "
+                               f"no MTP module weights (model.layers.{L}.*), so it could never draft")
+        self.loaded_tensors = sorted(targets)
+        num_cache_layers = len(self.model.layers) + (1 if mtp is not None else 0)
 
+        kv_heads = self.model.layers[0].self_attn.num_kv_heads      # this rank's share
         if num_kv_blocks is None:
-            per_block = kv_bytes_per_block(num_cache_layers, block_size, cfg.num_key_value_heads,
-                                           cfg.head_dim, cfg.dtype)
-            budget = kv_cache_memory if kv_cache_memory is not None else default_kv_cache_bytes(device)
+            per_block = kv_bytes_per_block(num_cache_layers, block_size, kv_heads, cfg.head_dim, cfg.dtype)
+            budget = kv_cache_memory if kv_cache_memory is not None else default_kv_cache_bytes(self.device)
             useful = max_num_seqs * -(-self.max_model_len // block_size)   # more could never be used
             num_kv_blocks = min(budget // per_block, useful) + 1
+        # Every rank runs the same scheduler over the same block tables: the smallest cache wins.
+        num_kv_blocks = parallel.agree_min(num_kv_blocks)
         self.blocks = BlockManager(num_kv_blocks, block_size)
-        kv = allocate_kv_cache(num_cache_layers, num_kv_blocks, block_size, cfg.num_key_value_heads,
-                               cfg.head_dim, cfg.dtype, device)
-        self.runner = ModelRunner(self.model, kv[:L], self.blocks, device, cfg.sliding_window)
+        kv = allocate_kv_cache(num_cache_layers, num_kv_blocks, block_size, kv_heads, cfg.head_dim, cfg.dtype,
+                               self.device)
+        n_local = len(self.model.layers)
+        self.runner = ModelRunner(self.model, kv[:n_local], self.blocks, self.device, cfg.sliding_window)
         # The MTP module's cache shares the block tables: its entry at position i sits where the
         # target's does, in a tensor of its own.
-        self.drafter = MtpDrafter(mtp, kv[L], self.model, self.runner) if mtp is not None else None
+        self.drafter = MtpDrafter(mtp, kv[n_local], self.model, self.runner) if mtp is not None else None
         self.scheduler = Scheduler(self.blocks, max_num_seqs, max_num_tokens, self.max_model_len)
         self.num_steps = 0
 
@@ -82,47 +95,133 @@ class EngineCore:
         return self.scheduler.has_unfinished()
 
     def step(self) -> list[Request]:
-        """Run one forward over the scheduled batch; returns the requests that finished."""
+        """Run one forward over the scheduled batch; returns the requests that finished.
+
+        Every rank takes the same decisions in the same order: the last pipeline stage samples
+        (verifies drafts) and drafts; under pipeline parallelism one broadcast then carries its
+        decisions to the other stages, which apply them to their own copy of the request state."""
         batch = self.scheduler.schedule()
         if not batch:
             raise RuntimeError("scheduler produced an empty batch with requests pending (KV cache too small?)")
         self.num_steps += 1
-        inputs = self.runner.prepare(self.runner.chunks(batch))
-        hidden = self.runner.forward(inputs)
+        hidden, last_index = self._forward(self.runner.chunks(batch))
 
         # Rows whose logits pick tokens: the last known token of each request whose known tokens
         # are all in the cache after this step, then one row per draft riding behind it.
         sampling, jobs = [], []
-        for req, n, last in zip(batch.requests, batch.num_tokens, inputs.last_index):
+        for req, n, last in zip(batch.requests, batch.num_tokens, last_index):
             first_row, start = last - n + 1, req.num_computed_tokens
             known = n - len(req.draft_token_ids)
-            if req.params.return_context_logits:
+            if req.params.return_context_logits and hidden is not None:
                 self._collect_context_logits(req, known, first_row + known - 1, hidden)
             req.num_computed_tokens += known
             if req.num_computed_tokens == req.num_tokens:
                 sampling.append((req, list(range(first_row + known - 1, last + 1)), first_row, start))
             else:
                 jobs.append((req, first_row, start))           # a prefill chunk: the MTP still catches up
-        finished = []
-        if sampling:
-            logits = self.runner.logits(hidden, [row for _, rows, _, _ in sampling for row in rows])
-            offset = 0
-            for req, rows, first_row, start in sampling:
-                drafts, probs = req.draft_token_ids, req.draft_probs
-                new, accepted = verify(logits[offset:offset + len(rows)], drafts,
-                                       torch.stack(probs) if drafts and probs[0] is not None else None,
-                                       req.params, req.generator)
-                offset += len(rows)
-                req.spec.record(len(drafts), accepted)
-                req.num_computed_tokens += accepted            # rejected drafts' cache entries roll back
-                req.keep_drafts(0)
-                if self._append(req, new):
-                    finished.append(req)
-                else:
-                    jobs.append((req, first_row, start))
-        if self.drafter is not None:
-            self.drafter.run([self._draft_job(*job) for job in jobs], hidden)
+        if self.mapping.is_last_stage:
+            decisions = self._verify(sampling, hidden)
+            finished, draft_jobs = self._apply(sampling, decisions, jobs)
+            if self.drafter is not None:
+                self.drafter.run(draft_jobs, hidden)
+            if self.mapping.pp_size > 1:
+                self._share(batch, sampling, decisions, draft_jobs)
+        else:
+            decisions, drafts = self._share(batch, sampling, None, None)
+            finished, draft_jobs = self._apply(sampling, decisions, jobs)
+            for job in draft_jobs:
+                job.req.draft_token_ids[:] = drafts[job.req.request_id]
+                job.req.draft_probs[:] = [None] * len(job.req.draft_token_ids)   # only the last stage verifies
         return finished
+
+    def _forward(self, chunks: list[SeqChunk]) -> tuple[torch.Tensor | None, list[int]]:
+        """The batch through this rank's layers. Returns the final hidden states (on the last stage;
+        None elsewhere) and each chunk's last row in them.
+
+        Under pipeline parallelism the batch is cut into up to pp_size micro-batches: a stage
+        sends micro-batch m on (without waiting) and starts m+1 while the next stage works on m,
+        so the stages compute at the same time instead of in turn."""
+        if self.mapping.pp_size == 1:
+            inputs = self.runner.prepare(chunks)
+            return self.runner.forward(inputs), inputs.last_index
+        p, m = self.parallel, self.mapping
+        outs, sends, last_index, offset = [], [], [], 0
+        for group in _split(len(chunks), min(m.pp_size, len(chunks))):
+            inputs = self.runner.prepare([chunks[i] for i in group])
+            tokens = len(inputs.input_ids)
+            hidden = residual = None
+            if not m.is_first_stage:    # hidden state and residual, stacked: [2, T, d]
+                hidden, residual = p.recv_prev((2, tokens, self.cfg.hidden_size), self.cfg.dtype).unbind()
+            out = self.runner.forward(inputs, hidden, residual)
+            if m.is_last_stage:
+                outs.append(out)
+            else:
+                pair = torch.stack(out)
+                sends.append((p.send_next(pair), pair))
+            last_index += [offset + row for row in inputs.last_index]
+            offset += tokens
+        for work, _tensor in sends:
+            work.wait()
+        return (torch.cat(outs) if m.is_last_stage else None), last_index
+
+    def _verify(self, sampling, hidden) -> list[tuple[list[int], int]]:
+        """(new tokens, accepted drafts) of every request that samples this step."""
+        if not sampling:
+            return []
+        logits = self.runner.logits(hidden, [row for _, rows, _, _ in sampling for row in rows])
+        decisions, offset = [], 0
+        for req, rows, _, _ in sampling:
+            drafts, probs = req.draft_token_ids, req.draft_probs
+            decisions.append(verify(logits[offset:offset + len(rows)], drafts,
+                                    torch.stack(probs) if drafts and probs[0] is not None else None,
+                                    req.params, req.generator))
+            offset += len(rows)
+        return decisions
+
+    def _apply(self, sampling, decisions, jobs) -> tuple[list[Request], list[DraftJob]]:
+        """Commit the step's decisions to the request state (identically on every rank): roll the
+        cache back past rejected drafts, append the tokens, finish requests; then the MTP work of
+        the requests still running (which also reserves blocks for the drafts)."""
+        finished, jobs = [], list(jobs)
+        for (req, _, first_row, start), (new, accepted) in zip(sampling, decisions):
+            req.spec.record(len(req.draft_token_ids), accepted)
+            req.num_computed_tokens += accepted            # rejected drafts' cache entries roll back
+            req.keep_drafts(0)
+            if self._append(req, new):
+                finished.append(req)
+            else:
+                jobs.append((req, first_row, start))
+        draft_jobs = [self._draft_job(*job) for job in jobs] if self.mtp_nextn else []
+        for job in draft_jobs:         # the MTP cache holds these positions once the drafter ran
+            job.req.num_mtp_computed = job.end
+        return finished, draft_jobs
+
+    def _share(self, batch, sampling, decisions, draft_jobs):
+        """One broadcast from the last stage: per scheduled request, its new tokens (if it sampled)
+        and its drafts. A fixed-width int64 row each, [n_new, new..., n_drafts, drafts...], so
+        the receivers know the shape without a second message. Returns (decisions, drafts by
+        request id) on the receiving stages."""
+        k = self.mtp_nextn
+        width = 2 * k + 3
+        table = torch.full((len(batch), width), -1, dtype=torch.long)
+        row_of = {req.request_id: i for i, req in enumerate(batch.requests)}
+        if decisions is not None:
+            for (req, *_), (new, accepted) in zip(sampling, decisions):
+                assert len(new) == accepted + 1 <= k + 1
+                table[row_of[req.request_id], :1 + len(new)] = torch.tensor([len(new), *new])
+            for job in draft_jobs:
+                d = job.req.draft_token_ids
+                table[row_of[job.req.request_id], k + 2:k + 3 + len(d)] = torch.tensor([len(d), *d])
+        table = self.parallel.broadcast_from_last_stage(table.to(self.device)).cpu()
+        if decisions is not None:
+            return None
+        rows = table.tolist()
+        decisions = []
+        for req, *_ in sampling:
+            row = rows[row_of[req.request_id]]
+            decisions.append((row[1:1 + row[0]], row[0] - 1))
+        drafts = {req.request_id: rows[i][k + 3:k + 3 + max(rows[i][k + 2], 0)] for i, req in enumerate(batch.requests)}
+        return decisions, drafts
 
     def _append(self, req: Request, tokens: list[int]) -> bool:
         """Append the step's new tokens one by one; True when the request finished (tokens after
@@ -173,11 +272,26 @@ class EngineCore:
         return None
 
 
-def _layer_at_or_after(first: int):
-    """A predicate on checkpoint names: true for decoder layers with index >= first."""
-    pattern = re.compile(r"model\.layers\.(\d+)\.")
+_LAYER = re.compile(r"model\.layers\.(\d+)\.")
+_TOP_LEVEL = {"model.embed_tokens.weight", "model.norm.weight", "lm_head.weight"}
 
+
+def _held_elsewhere(targets: dict, num_layers: int):
+    """A predicate on checkpoint names: tensors of this model that another pipeline stage holds,
+    or of an MTP module that is not in use here. Anything else the rank does not expect is an
+    error (a wrong checkpoint), not something to skip."""
     def match(name: str) -> bool:
-        m = pattern.match(name)
-        return m is not None and int(m.group(1)) >= first
+        if name in targets:
+            return False
+        m = _LAYER.match(name)
+        if m is not None:
+            return int(m.group(1)) < num_layers
+        return name in _TOP_LEVEL
     return match
+
+
+def _split(n: int, parts: int) -> list[range]:
+    """range(n) cut into `parts` contiguous pieces of near-equal size."""
+    base, extra = divmod(n, parts)
+    bounds = [i * base + min(i, extra) for i in range(parts + 1)]
+    return [range(bounds[i], bounds[i + 1]) for i in range(parts)]

@@ -52,57 +52,55 @@ def apply_rotary(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch
 
 
 class ShardedLinear(nn.Module):
-    """y = x W^T (+ b) where W is this rank's slice of a (possibly stacked) checkpoint weight.
+    """y = x W^T (+ b), W being this rank's share of a (possibly stacked) checkpoint weight.
 
-    `parts` lists the stacked sub-matrices of the output dimension as (name, full_rows); each is
-    split evenly across `tp_size` ranks along `split_dim` (0: column parallel, output rows split;
-    1: row parallel, input columns split, output needs an all-reduce done by the caller).
+    out_parts: the stacked sub-matrices of the output dimension, (name, full_rows, start, count):
+        this rank holds rows [start, start + count) of checkpoint tensor `name` (column parallel
+        when count < full_rows; `whole(name, rows)` for all of them).
+    in_slice: (start, count) of the input columns this rank holds. Row parallel: the output is a
+        partial sum that the caller all-reduces. None: all columns.
+    add_bias: False on every rank but one of a row-parallel linear, or the bias would be summed
+        tp_size times.
+    The weight is stored transposed ([in, out] in memory, presented as the usual [out, in] view):
+    CPU GEMMs of a few rows run about twice as fast on that layout, which is what decoding does.
     """
 
-    def __init__(self, in_features: int, parts: list[tuple[str | None, int]], bias: bool,
-                 dtype: torch.dtype, split_dim: int = 0, tp_rank: int = 0, tp_size: int = 1):
+    def __init__(self, in_features: int, out_parts: list[tuple[str | None, int, int, int]], bias: bool,
+                 dtype: torch.dtype, in_slice: tuple[int, int] | None = None, add_bias: bool = True):
         super().__init__()
-        self.split_dim, self.tp_rank, self.tp_size = split_dim, tp_rank, tp_size
-        if split_dim == 0:
-            for name, rows in parts:
-                if rows % tp_size:
-                    raise ValueError(f"{name or 'output'} size {rows} is not divisible by tp size {tp_size}")
-            local_parts = [(name, rows // tp_size) for name, rows in parts]
-            local_in = in_features
-        else:
-            if in_features % tp_size:
-                raise ValueError(f"input size {in_features} is not divisible by tp size {tp_size}")
-            local_parts = list(parts)
-            local_in = in_features // tp_size
-        self.offsets: dict[str | None, tuple[int, int]] = {}
-        start = 0
-        for name, rows in local_parts:
-            self.offsets[name] = (start, rows)
-            start += rows
-        # Stored transposed ([in, out] in memory, presented as the usual [out, in] view): CPU GEMMs
-        # of a few rows, which is what decoding runs, are about twice as fast on that layout.
-        self.weight = nn.Parameter(torch.empty(local_in, start, dtype=dtype).t(), requires_grad=False)
-        self.bias = nn.Parameter(torch.zeros(start, dtype=dtype), requires_grad=False) if bias else None
-        # A row-parallel output is a partial sum that the caller all-reduces: only one rank may add
-        # the bias, or it would be counted tp_size times.
-        self.local_bias = self.bias if (split_dim == 0 or tp_rank == 0) else None
+        self.in_features, self.in_slice = in_features, in_slice
+        local_in = in_slice[1] if in_slice else in_features
+        self.parts: dict[str | None, tuple[int, int, int, int]] = {}     # name -> (full, start, count, offset)
+        offset = 0
+        for name, full, start, count in out_parts:
+            self.parts[name] = (full, start, count, offset)
+            offset += count
+        self.weight = nn.Parameter(torch.empty(local_in, offset, dtype=dtype).t(), requires_grad=False)
+        self.bias = nn.Parameter(torch.zeros(offset, dtype=dtype), requires_grad=False) if bias else None
+        self.local_bias = self.bias if add_bias else None
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return F.linear(x, self.weight, self.local_bias)
 
     def load(self, shard: str | None, tensor: torch.Tensor, is_bias: bool = False) -> None:
-        start, rows = self.offsets[shard]
-        target = (self.bias if is_bias else self.weight).narrow(0, start, rows)
-        if self.tp_size > 1:
-            if not (is_bias and self.split_dim == 1):      # a row-parallel bias is kept whole
-                dim = 0 if self.split_dim == 0 else 1
-                size = tensor.shape[dim] // self.tp_size
-                tensor = tensor.narrow(dim, self.tp_rank * size, size)
-        _copy_checked(target, tensor)
+        full, start, count, offset = self.parts[shard]
+        expected = (full,) if is_bias else (full, self.in_features)
+        if tuple(tensor.shape) != expected:
+            raise ShapeMismatch(f"expected shape {expected}, checkpoint has {tuple(tensor.shape)}")
+        tensor = tensor.narrow(0, start, count)
+        if self.in_slice and not is_bias:
+            tensor = tensor.narrow(1, *self.in_slice)
+        _copy_checked((self.bias if is_bias else self.weight).narrow(0, offset, count), tensor)
 
 
-class ShardedEmbedding(nn.Module):
-    """Token embedding; under tensor parallelism the caller decides whether it is split (later)."""
+def whole(name: str | None, rows: int) -> tuple[str | None, int, int, int]:
+    """An output part held in full (replicated on every tensor-parallel rank)."""
+    return (name, rows, 0, rows)
+
+
+class TokenEmbedding(nn.Module):
+    """Token embedding, replicated on every tensor-parallel rank (a vocabulary split would cost an
+    all-reduce per forward; the models this engine serves have small vocabularies or few ranks)."""
 
     def __init__(self, vocab_size: int, hidden: int, dtype: torch.dtype):
         super().__init__()

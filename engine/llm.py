@@ -10,6 +10,7 @@ import torch
 from .config import ModelConfig, parse_dtype
 from .device import select_device
 from .engine_core import EngineCore
+from .parallel import Parallel, check_layout
 from .request import CompletionOutput, Request, RequestOutput
 from .sampling import SamplingParams
 from .tokenizer import Tokenizer
@@ -22,6 +23,9 @@ class LLM:
 
     model: a directory with an HF-style checkpoint (config.json, *.safetensors, tokenizer.json).
     dtype: "auto" (the checkpoint's torch_dtype) or float32 / bfloat16 / float16.
+    tensor_parallel_size / pipeline_parallel_size: split the model across tp x pp ranks; every rank
+    of the job (started by `trtx launch -n N`) constructs the LLM and calls generate with the same
+    prompts, and every rank gets the outputs.
     mtp_nextn: draft this many tokens per step with the checkpoint's MTP module and verify them in
     one target forward (0: no speculation). Outputs then carry acceptance counts (`.spec`).
     max_num_seqs / max_num_tokens: the scheduler's per-step caps on requests and tokens.
@@ -34,9 +38,8 @@ class LLM:
                  max_num_seqs: int = 64, max_num_tokens: int = 2048, block_size: int = 16,
                  num_kv_blocks: int | None = None, kv_cache_memory: int | None = None,
                  device: str | torch.device | None = None):
-        if tensor_parallel_size != 1 or pipeline_parallel_size != 1 or enable_attention_dp:
-            raise NotImplementedError("multi-rank parallelism (tp/pp/attention dp) is not available yet; "
-                                      "this engine runs on a single rank")
+        if enable_attention_dp:
+            raise NotImplementedError("attention data parallelism is not available yet")
         if not 0 <= mtp_nextn <= 8:
             raise ValueError(f"mtp_nextn must be between 0 and 8, got {mtp_nextn}")
         model_dir = Path(model)
@@ -47,8 +50,14 @@ class LLM:
             cfg.dtype = parse_dtype(dtype)
         self.config = cfg
         self.tokenizer = Tokenizer.from_dir(model_dir)
-        self.device = torch.device(device) if device is not None else select_device()
-        self.engine = EngineCore(model_dir, cfg, self.device, self.tokenizer,
+        choose = (lambda _local_rank: torch.device(device)) if device is not None else select_device
+        check_layout(cfg, tensor_parallel_size, pipeline_parallel_size)
+        if tensor_parallel_size * pipeline_parallel_size > 1:
+            self.parallel = Parallel.init(tensor_parallel_size, pipeline_parallel_size, choose)
+        else:
+            self.parallel = Parallel.single(choose(0))
+        self.device = self.parallel.device
+        self.engine = EngineCore(model_dir, cfg, self.parallel, self.tokenizer,
                                  max_num_seqs=max_num_seqs, max_num_tokens=max_num_tokens, block_size=block_size,
                                  num_kv_blocks=num_kv_blocks, kv_cache_memory=kv_cache_memory, mtp_nextn=mtp_nextn)
         self._ids = itertools.count()
@@ -70,6 +79,19 @@ class LLM:
             self.engine.step()
         return [self._output(r) for r in requests]
 
+    def rank_info(self) -> dict:
+        """What this rank holds: its place in the job, its decoder layers, whether it holds the
+        MTP module, the checkpoint tensors it loaded and its parameter bytes."""
+        m, engine = self.parallel.mapping, self.engine
+        modules = [engine.model] + ([engine.drafter.module] if engine.drafter else [])
+        return {"rank": m.rank, "tp_rank": m.tp_rank, "pp_rank": m.pp_rank, "layers": list(engine.model.layer_ids),
+                "mtp_module": engine.drafter is not None, "tensors": engine.loaded_tensors,
+                "parameter_bytes": sum(p.numel() * p.element_size() for mod in modules for p in mod.parameters())}
+
+    def shutdown(self) -> None:
+        """Leave the multi-rank job (a no-op on one rank)."""
+        self.parallel.shutdown()
+
     def _token_ids(self, prompt: Prompt) -> list[int]:
         if isinstance(prompt, str):
             if self.tokenizer is None:
@@ -82,7 +104,8 @@ class LLM:
         text = self.tokenizer.decode(req.output_token_ids) if self.tokenizer else ""
         if req.stop_text_end is not None:
             text = text[:req.stop_text_end]
-        ctx = torch.cat(req.context_logits) if req.params.return_context_logits else None
+        # Context logits exist where the logits are computed: on the last pipeline stage.
+        ctx = torch.cat(req.context_logits) if req.context_logits else None
         return RequestOutput(req.request_id, req.prompt_token_ids,
                              [CompletionOutput(0, list(req.output_token_ids), text, req.finish_reason)], ctx,
-                             spec=req.spec if self.engine.drafter is not None else None)
+                             spec=req.spec if self.engine.mtp_nextn else None)

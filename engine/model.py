@@ -2,6 +2,11 @@
 
 Layers pass (hidden, residual) pairs rather than one summed tensor so that the residual add is
 fused into the next norm, and so that a pipeline stage boundary can hand both over unchanged.
+
+Under tensor parallelism each block holds its rank's heads and MLP columns and all-reduces the
+row-parallel outputs; under pipeline parallelism a rank builds only its stage's blocks (plus the
+embedding on the first stage, the final norm and lm_head on the last), so it holds no weight it
+does not run.
 """
 from __future__ import annotations
 
@@ -11,20 +16,23 @@ from torch.nn import functional as F
 
 from .attention import AttentionMetadata, paged_attention
 from .config import ModelConfig, rope_inv_freq
-from .layers import RMSNorm, RotaryEmbedding, ShardedEmbedding, ShardedLinear, apply_rotary
+from .layers import RMSNorm, RotaryEmbedding, ShardedLinear, TokenEmbedding, apply_rotary, whole
+from .parallel import RankMapping, TensorParallel, even_slice, head_shard, stage_layers
 
 
 class Attention(nn.Module):
-    def __init__(self, cfg: ModelConfig, sliding: bool):
+    def __init__(self, cfg: ModelConfig, sliding: bool, tp: TensorParallel):
         super().__init__()
-        self.sliding = sliding
-        self.num_heads, self.num_kv_heads, self.head_dim = (
-            cfg.num_attention_heads, cfg.num_key_value_heads, cfg.head_dim)
-        self.qkv_proj = ShardedLinear(cfg.hidden_size, [("q", cfg.q_size), ("k", cfg.kv_size), ("v", cfg.kv_size)],
+        self.sliding, self.tp, dim = sliding, tp, cfg.head_dim
+        heads = head_shard(cfg.num_attention_heads, cfg.num_key_value_heads, tp.size, tp.rank)
+        self.num_heads, self.num_kv_heads, self.head_dim = heads.q_count, heads.kv_count, dim
+        self.q_size, self.kv_size = heads.q_count * dim, heads.kv_count * dim
+        self.qkv_proj = ShardedLinear(cfg.hidden_size, [("q", cfg.q_size, heads.q_start * dim, self.q_size),
+                                                        ("k", cfg.kv_size, heads.kv_start * dim, self.kv_size),
+                                                        ("v", cfg.kv_size, heads.kv_start * dim, self.kv_size)],
                                       bias=cfg.qkv_bias, dtype=cfg.dtype)
-        self.o_proj = ShardedLinear(cfg.q_size, [(None, cfg.hidden_size)], bias=cfg.o_bias, dtype=cfg.dtype,
-                                    split_dim=1)
-        self.q_size, self.kv_size = cfg.q_size, cfg.kv_size
+        self.o_proj = ShardedLinear(cfg.q_size, [whole(None, cfg.hidden_size)], bias=cfg.o_bias, dtype=cfg.dtype,
+                                    in_slice=(heads.q_start * dim, self.q_size), add_bias=tp.rank == 0)
 
     def forward(self, x, kv_cache, meta: AttentionMetadata, rope):
         qkv = self.qkv_proj(x)                                     # [T, q + k + v]
@@ -35,31 +43,31 @@ class Attention(nn.Module):
         qk.copy_(apply_rotary(qk, *rope))
         q = qkv[:, :self.q_size].view(tokens, heads, dim)
         kv = qkv[:, self.q_size:].view(tokens, 2 * kv_heads, dim)
-        return self.o_proj(paged_attention(q, kv, kv_cache, meta, self.sliding))
+        return self.tp.all_reduce(self.o_proj(paged_attention(q, kv, kv_cache, meta, self.sliding)))
 
 
 class MLP(nn.Module):
-    def __init__(self, cfg: ModelConfig):
+    def __init__(self, cfg: ModelConfig, tp: TensorParallel):
         super().__init__()
-        inter = cfg.intermediate_size
-        self.gate_up_proj = ShardedLinear(cfg.hidden_size, [("gate", inter), ("up", inter)],
+        self.tp, full = tp, cfg.intermediate_size
+        start, self.inter = even_slice(full, tp.size, tp.rank, "intermediate_size")
+        self.gate_up_proj = ShardedLinear(cfg.hidden_size, [("gate", full, start, self.inter), ("up", full, start, self.inter)],
                                           bias=cfg.mlp_bias, dtype=cfg.dtype)
-        self.down_proj = ShardedLinear(inter, [(None, cfg.hidden_size)], bias=cfg.mlp_bias, dtype=cfg.dtype,
-                                       split_dim=1)
-        self.inter = inter
+        self.down_proj = ShardedLinear(full, [whole(None, cfg.hidden_size)], bias=cfg.mlp_bias, dtype=cfg.dtype,
+                                       in_slice=(start, self.inter), add_bias=tp.rank == 0)
 
     def forward(self, x):
         gate, up = self.gate_up_proj(x).split([self.inter, self.inter], dim=-1)
-        return self.down_proj(F.silu(gate) * up)
+        return self.tp.all_reduce(self.down_proj(F.silu(gate) * up))
 
 
 class DecoderLayer(nn.Module):
-    def __init__(self, cfg: ModelConfig, sliding: bool):
+    def __init__(self, cfg: ModelConfig, sliding: bool, tp: TensorParallel):
         super().__init__()
         self.input_layernorm = RMSNorm(cfg.hidden_size, cfg.rms_norm_eps, cfg.dtype)
-        self.self_attn = Attention(cfg, sliding)
+        self.self_attn = Attention(cfg, sliding, tp)
         self.post_attention_layernorm = RMSNorm(cfg.hidden_size, cfg.rms_norm_eps, cfg.dtype)
-        self.mlp = MLP(cfg)
+        self.mlp = MLP(cfg, tp)
 
     def forward(self, hidden, residual, kv_cache, meta, rope):
         residual = hidden if residual is None else hidden + residual
@@ -71,37 +79,54 @@ class DecoderLayer(nn.Module):
 
 class LlamaForCausalLM(nn.Module):
     """One model class for the three supported architectures; they differ only in config fields
-    (Qwen2's qkv bias, Mistral's sliding window), which the layers read."""
+    (Qwen2's qkv bias, Mistral's sliding window), which the layers read.
 
-    def __init__(self, cfg: ModelConfig):
+    `self.layers` holds this stage's blocks only; `self.layer_ids` their global indices."""
+
+    def __init__(self, cfg: ModelConfig, mapping: RankMapping | None = None, tp: TensorParallel | None = None,
+                 keep_embedding: bool = False):
         super().__init__()
-        self.config = cfg
+        mapping, tp = mapping or RankMapping(), tp or TensorParallel()
+        self.config, self.mapping = cfg, mapping
+        self.layer_ids = stage_layers(cfg.num_hidden_layers, mapping.pp_size, mapping.pp_rank)
+        first, last = mapping.is_first_stage, mapping.is_last_stage
         self.rotary = RotaryEmbedding(rope_inv_freq(cfg.rope, cfg.head_dim), cfg.max_position_embeddings)
-        self.embed_tokens = ShardedEmbedding(cfg.vocab_size, cfg.hidden_size, cfg.dtype)
-        self.layers = nn.ModuleList(DecoderLayer(cfg, cfg.sliding_layers[i]) for i in range(cfg.num_hidden_layers))
-        self.norm = RMSNorm(cfg.hidden_size, cfg.rms_norm_eps, cfg.dtype)
-        self.lm_head = None if cfg.tie_word_embeddings else ShardedLinear(
-            cfg.hidden_size, [(None, cfg.vocab_size)], bias=False, dtype=cfg.dtype)
+        # The last stage needs the embedding too when lm_head is tied to it, or to feed MTP drafting.
+        self.embed_tokens = (TokenEmbedding(cfg.vocab_size, cfg.hidden_size, cfg.dtype)
+                             if first or (last and (cfg.tie_word_embeddings or keep_embedding)) else None)
+        self.layers = nn.ModuleList(DecoderLayer(cfg, cfg.sliding_layers[i], tp) for i in self.layer_ids)
+        self.norm = RMSNorm(cfg.hidden_size, cfg.rms_norm_eps, cfg.dtype) if last else None
+        self.lm_head = None if cfg.tie_word_embeddings or not last else ShardedLinear(
+            cfg.hidden_size, [whole(None, cfg.vocab_size)], bias=False, dtype=cfg.dtype)
 
-    def forward(self, input_ids: torch.Tensor, kv_caches: list, meta: AttentionMetadata) -> torch.Tensor:
-        """Final-normed hidden states, [T, hidden]."""
-        hidden, residual = self.embed_tokens(input_ids), None
+    def forward(self, input_ids: torch.Tensor, kv_caches: list, meta: AttentionMetadata,
+                hidden: torch.Tensor | None = None, residual: torch.Tensor | None = None):
+        """This stage's blocks over the batch. The first stage starts from the token embeddings,
+        later stages from the (hidden, residual) the previous stage handed over. The last stage
+        returns the final-normed hidden states [T, hidden]; the others the pair to hand on."""
+        if self.mapping.is_first_stage:
+            hidden, residual = self.embed_tokens(input_ids), None
         rope = self.rotary.tables(meta.positions, hidden.dtype)
         for layer, kv in zip(self.layers, kv_caches):
             hidden, residual = layer(hidden, residual, kv, meta, rope)
-        return self.norm(hidden + residual)
+        if self.mapping.is_last_stage:
+            return self.norm(hidden + residual)
+        return hidden, residual
 
     def compute_logits(self, hidden: torch.Tensor) -> torch.Tensor:
         weight = self.embed_tokens.weight if self.lm_head is None else self.lm_head.weight
         return F.linear(hidden, weight).float()
 
     def weight_targets(self) -> dict[str, tuple]:
-        """Checkpoint tensor name -> (module, shard, is_bias) for every tensor this model needs."""
-        targets = {"model.embed_tokens.weight": (self.embed_tokens, None, False),
-                   "model.norm.weight": (self.norm, None, False)}
+        """Checkpoint tensor name -> (module, shard, is_bias) for every tensor this rank holds."""
+        targets = {}
+        if self.embed_tokens is not None:
+            targets["model.embed_tokens.weight"] = (self.embed_tokens, None, False)
+        if self.norm is not None:
+            targets["model.norm.weight"] = (self.norm, None, False)
         if self.lm_head is not None:
             targets["lm_head.weight"] = (self.lm_head, None, False)
-        for i, layer in enumerate(self.layers):
+        for i, layer in zip(self.layer_ids, self.layers):
             targets.update(layer_targets(f"model.layers.{i}.", layer))
         return targets
 

@@ -107,9 +107,10 @@ class ModelRunner:
         return StepInputs(ids, meta, last_index)
 
     @torch.inference_mode()
-    def forward(self, inputs: StepInputs) -> torch.Tensor:
-        """Final hidden states of every token in the batch, [T, hidden]."""
-        return self.model(inputs.input_ids, self.kv_caches, inputs.meta)
+    def forward(self, inputs: StepInputs, hidden: torch.Tensor | None = None, residual: torch.Tensor | None = None):
+        """This rank's layers over the batch: the final hidden states [T, hidden] on the last
+        pipeline stage, the (hidden, residual) pair to hand on elsewhere (see LlamaForCausalLM)."""
+        return self.model(inputs.input_ids, self.kv_caches, inputs.meta, hidden, residual)
 
     @torch.inference_mode()
     def logits(self, hidden: torch.Tensor, rows: list[int] | slice) -> torch.Tensor:

@@ -18,21 +18,22 @@ from torch import nn
 
 from .attention import AttentionMetadata
 from .config import ModelConfig
-from .layers import RMSNorm, ShardedLinear
+from .layers import RMSNorm, ShardedLinear, whole
 from .model import DecoderLayer, LlamaForCausalLM, layer_targets
 from .model_runner import SeqChunk
+from .parallel import TensorParallel
 from .request import Request
 from .sampling import sample
 
 
 class MtpModule(nn.Module):
-    def __init__(self, cfg: ModelConfig):
+    def __init__(self, cfg: ModelConfig, tp: TensorParallel | None = None):
         super().__init__()
         d = cfg.hidden_size
         self.enorm = RMSNorm(d, cfg.rms_norm_eps, cfg.dtype)
         self.hnorm = RMSNorm(d, cfg.rms_norm_eps, cfg.dtype)
-        self.eh_proj = ShardedLinear(2 * d, [(None, d)], bias=False, dtype=cfg.dtype)
-        self.block = DecoderLayer(cfg, sliding=False)
+        self.eh_proj = ShardedLinear(2 * d, [whole(None, d)], bias=False, dtype=cfg.dtype)   # replicated: small
+        self.block = DecoderLayer(cfg, sliding=False, tp=tp or TensorParallel())
         self.head_norm = RMSNorm(d, cfg.rms_norm_eps, cfg.dtype)
 
     def forward(self, base: LlamaForCausalLM, hidden: torch.Tensor, next_ids: torch.Tensor, kv_cache: torch.Tensor,
@@ -82,8 +83,6 @@ class MtpDrafter:
         chunks = [SeqChunk(j.req.all_token_ids[j.start + 1:j.end + 1], j.start, self.runner.blocks.tables[j.req.request_id])
                   for j in jobs]
         out, last = self.forward(chunks, hidden, [j.hidden_rows for j in jobs])
-        for j in jobs:
-            j.req.num_mtp_computed = j.end
         drafting = [(j, row) for j, row in zip(jobs, last) if j.num_drafts > 0]
         for depth in range(max((j.num_drafts for j, _ in drafting), default=0)):
             drafting = [(j, row) for j, row in drafting if j.num_drafts > depth]

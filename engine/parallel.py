@@ -1,0 +1,208 @@
+"""Tensor and pipeline parallelism: which share of the model each rank holds, and the collectives
+that join the shares.
+
+Ranks are laid out tensor-parallel first: rank = pp_rank * tp_size + tp_rank, so the tp_size ranks
+of one pipeline stage are neighbours (on a GPU node, one NVLink island). Every rank runs the same
+engine loop with the same scheduler state (SPMD); the last stage samples, and what it decided
+reaches the other stages through one broadcast a step (see EngineCore).
+"""
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+
+import torch
+import torch.distributed as dist
+
+from .device import dist_backend, share_cpu_cores
+
+
+@dataclass(frozen=True)
+class RankMapping:
+    tp_size: int = 1
+    pp_size: int = 1
+    rank: int = 0
+
+    def __post_init__(self):
+        if self.tp_size < 1 or self.pp_size < 1:
+            raise ValueError(f"tp and pp sizes must be >= 1, got tp={self.tp_size} pp={self.pp_size}")
+        if not 0 <= self.rank < self.world_size:
+            raise ValueError(f"rank {self.rank} outside a world of {self.world_size}")
+
+    @property
+    def world_size(self) -> int:
+        return self.tp_size * self.pp_size
+
+    @property
+    def tp_rank(self) -> int:
+        return self.rank % self.tp_size
+
+    @property
+    def pp_rank(self) -> int:
+        return self.rank // self.tp_size
+
+    @property
+    def is_first_stage(self) -> bool:
+        return self.pp_rank == 0
+
+    @property
+    def is_last_stage(self) -> bool:
+        return self.pp_rank == self.pp_size - 1
+
+    @property
+    def prev_rank(self) -> int:
+        """The rank holding the same tensor shard in the previous stage."""
+        return self.rank - self.tp_size
+
+    @property
+    def next_rank(self) -> int:
+        return self.rank + self.tp_size
+
+    @property
+    def last_stage_root(self) -> int:
+        """The rank whose sampling decisions every rank adopts."""
+        return (self.pp_size - 1) * self.tp_size
+
+    def tp_group_ranks(self, pp_rank: int) -> list[int]:
+        return list(range(pp_rank * self.tp_size, (pp_rank + 1) * self.tp_size))
+
+
+def stage_layers(num_layers: int, pp_size: int, pp_rank: int) -> range:
+    """The decoder layers a pipeline stage runs: an even split, the remainder to the first stages."""
+    if pp_size > num_layers:
+        raise ValueError(f"pipeline parallel size {pp_size} is larger than the model's {num_layers} layers")
+    base, extra = divmod(num_layers, pp_size)
+    start = pp_rank * base + min(pp_rank, extra)
+    return range(start, start + base + (pp_rank < extra))
+
+
+@dataclass(frozen=True)
+class HeadShard:
+    """The attention heads a tensor-parallel rank computes: query heads [q_start, q_start+q_count),
+    key/value heads [kv_start, kv_start+kv_count)."""
+    q_start: int
+    q_count: int
+    kv_start: int
+    kv_count: int
+
+
+def head_shard(num_heads: int, num_kv_heads: int, tp_size: int, tp_rank: int) -> HeadShard:
+    """Split attention heads across tp ranks, keeping each query head with its key/value head.
+
+    tp_size <= kv heads: each rank takes kv_heads / tp_size kv heads and all their query heads.
+    tp_size  > kv heads: each kv head is replicated on tp_size / kv_heads ranks, which split its
+    group of query heads between them (unevenly if need be, the remainder to the first ones), so a
+    6-query / 2-kv-head model still runs on 4 ranks (query heads 2+1 | 2+1)."""
+    if num_kv_heads >= tp_size:
+        if num_kv_heads % tp_size:
+            raise ValueError(f"{num_kv_heads} key/value heads cannot be split across tp size {tp_size} "
+                             f"(it must divide them, or be a multiple of them)")
+        kv = num_kv_heads // tp_size
+        group = num_heads // num_kv_heads
+        return HeadShard(tp_rank * kv * group, kv * group, tp_rank * kv, kv)
+    if tp_size % num_kv_heads:
+        raise ValueError(f"tp size {tp_size} is neither a divisor nor a multiple of the {num_kv_heads} key/value heads")
+    per_kv = tp_size // num_kv_heads
+    group = num_heads // num_kv_heads
+    if group < per_kv:
+        raise ValueError(f"tp size {tp_size} leaves some ranks without a query head "
+                         f"({num_heads} query heads, {num_kv_heads} key/value heads)")
+    kv_head, sub = divmod(tp_rank, per_kv)
+    base, extra = divmod(group, per_kv)
+    start = kv_head * group + sub * base + min(sub, extra)
+    return HeadShard(start, base + (sub < extra), kv_head, 1)
+
+
+def check_layout(cfg, tp_size: int, pp_size: int) -> None:
+    """Raise ValueError, in one line, if the model cannot be split tp x pp ways (checked for every
+    rank, before any process starts or any process group exists)."""
+    for rank in range(tp_size):
+        head_shard(cfg.num_attention_heads, cfg.num_key_value_heads, tp_size, rank)
+    even_slice(cfg.intermediate_size, tp_size, 0, "intermediate_size")
+    stage_layers(cfg.num_hidden_layers, pp_size, 0)
+
+
+def even_slice(size: int, tp_size: int, tp_rank: int, what: str) -> tuple[int, int]:
+    """(start, count) of an evenly split dimension."""
+    if size % tp_size:
+        raise ValueError(f"{what} of size {size} is not divisible by tp size {tp_size}")
+    count = size // tp_size
+    return tp_rank * count, count
+
+
+class TensorParallel:
+    """A rank's tensor-parallel group: its rank and size, and the all-reduce that sums row-parallel
+    partial outputs (a no-op on one rank)."""
+
+    def __init__(self, rank: int = 0, size: int = 1, group=None):
+        self.rank, self.size, self.group = rank, size, group
+
+    def all_reduce(self, x: torch.Tensor) -> torch.Tensor:
+        if self.size > 1:
+            dist.all_reduce(x, group=self.group)
+        return x
+
+
+class Parallel:
+    """The rank's place in the job (RankMapping) and its process groups.
+
+    `Parallel.single()` is the one-rank case with no torch.distributed at all; `Parallel.init`
+    joins the job the launcher started (RANK, WORLD_SIZE, MASTER_ADDR/PORT in the environment)."""
+
+    def __init__(self, mapping: RankMapping, device: torch.device, tp: TensorParallel):
+        self.mapping, self.device, self.tp = mapping, device, tp
+
+    @classmethod
+    def single(cls, device: torch.device) -> "Parallel":
+        return cls(RankMapping(), device, TensorParallel())
+
+    @classmethod
+    def init(cls, tp_size: int, pp_size: int, select_device) -> "Parallel":
+        world = int(os.environ.get("WORLD_SIZE", "1"))
+        if world != tp_size * pp_size:
+            raise ValueError(f"tp {tp_size} x pp {pp_size} needs {tp_size * pp_size} ranks, but this job has "
+                             f"{world} (start it with `trtx launch -n {tp_size * pp_size} -- ...`)")
+        mapping = RankMapping(tp_size, pp_size, int(os.environ.get("RANK", "0")))
+        device = select_device(int(os.environ.get("LOCAL_RANK", "0")))
+        if device.type == "cuda":
+            torch.cuda.set_device(device)
+        share_cpu_cores(device, int(os.environ.get("LOCAL_WORLD_SIZE", world)))
+        if not dist.is_initialized():
+            dist.init_process_group(dist_backend(device), rank=mapping.rank, world_size=world)
+        # Every rank creates every group, in the same order, as new_group requires.
+        mine = None
+        for stage in range(pp_size):
+            group = dist.new_group(mapping.tp_group_ranks(stage))
+            if stage == mapping.pp_rank:
+                mine = group
+        return cls(mapping, device, TensorParallel(mapping.tp_rank, tp_size, mine))
+
+    @property
+    def distributed(self) -> bool:
+        return self.mapping.world_size > 1
+
+    def agree_min(self, value: int) -> int:
+        """The smallest of every rank's value (e.g. KV cache blocks, which must match everywhere)."""
+        if not self.distributed:
+            return value
+        t = torch.tensor([value], dtype=torch.long, device=self.device)
+        dist.all_reduce(t, op=dist.ReduceOp.MIN)
+        return int(t.item())
+
+    def send_next(self, tensor: torch.Tensor):
+        """Hand a tensor to the next stage without waiting: the returned work is waited on later,
+        so this stage can start its next micro-batch meanwhile."""
+        return dist.isend(tensor.contiguous(), self.mapping.next_rank)
+
+    def recv_prev(self, shape: tuple, dtype: torch.dtype) -> torch.Tensor:
+        out = torch.empty(shape, dtype=dtype, device=self.device)
+        dist.recv(out, self.mapping.prev_rank)
+        return out
+
+    def broadcast_from_last_stage(self, tensor: torch.Tensor) -> torch.Tensor:
+        dist.broadcast(tensor, self.mapping.last_stage_root)
+        return tensor
+
+    def shutdown(self) -> None:
+        if dist.is_initialized():
+            dist.destroy_process_group()
