@@ -2,12 +2,13 @@
 from __future__ import annotations
 
 import json
+import tempfile
 from pathlib import Path
 
 import click
 
 from .errors import UserError
-from .evaluate import default_dataset, evaluate, resolve_model
+from .evaluate import RankJobError, default_dataset, evaluate, evaluate_on_ranks, resolve_model
 from .fsutil import atomic_write
 
 
@@ -15,6 +16,10 @@ from .fsutil import atomic_write
 @click.option("--model", "model", default="tiny-arith", show_default=True,
               help="A checkpoint directory (config.json, *.safetensors, tokenizer.json) or a bundled model's name.")
 @click.option("--dataset", type=click.Path(exists=True, dir_okay=False), help="JSONL eval set (default: the model's eval.jsonl).")
+@click.option("--tp", type=click.IntRange(min=1), default=1, show_default=True,
+              help="Tensor-parallel ranks (attention heads and MLP columns split across them).")
+@click.option("--pp", type=click.IntRange(min=1), default=1, show_default=True,
+              help="Pipeline stages (layers split across them). tp x pp ranks run under the launcher.")
 @click.option("--mtp-nextn", type=click.IntRange(0, 8), default=0, show_default=True,
               help="Draft this many tokens per step with the model's MTP module (0: no speculation).")
 @click.option("--max-samples", type=click.IntRange(min=1), help="Evaluate only the first M problems.")
@@ -22,21 +27,39 @@ from .fsutil import atomic_write
               help="Requests in flight at once (the batch size).")
 @click.option("--json", "json_out", type=click.Path(dir_okay=False), help="Also write the results as JSON here.")
 @click.option("--samples", is_flag=True, help="With --json: include every prompt, output and grade.")
-def eval_cmd(model, dataset, mtp_nextn, max_samples, max_num_seqs, json_out, samples):
+@click.option("--timeout", "timeout_s", type=float, default=1800, show_default=True,
+              help="With tp x pp > 1: seconds before the job counts as hung (every rank's stack is reported).")
+@click.option("--log-dir", type=click.Path(file_okay=False),
+              help="With tp x pp > 1: per-rank logs (default: a new temporary folder).")
+def eval_cmd(model, dataset, tp, pp, mtp_nextn, max_samples, max_num_seqs, json_out, samples, timeout_s, log_dir):
     """Generate greedily for every problem of the eval set, grade the answers, and report accuracy
-    (with n), MTP acceptance (rate, mean acceptance length, per-position rates) and tokens/s."""
+    (with n), MTP acceptance (rate, mean acceptance length, per-position rates) and tokens/s.
+
+    With --tp/--pp the engine runs on tp x pp ranks (one process each, under mpirun), every
+    rank holding its share of the model; a failing or hung rank is reported with its stack."""
     from rich.console import Console
     from rich.table import Table
 
     model_dir = resolve_model(model)
     data = Path(dataset) if dataset else default_dataset(model_dir)
     console = Console(highlight=False, stderr=True)
-    with console.status(f"evaluating {model} on {data.name} (mtp_nextn={mtp_nextn})"):
+    where = f"tp{tp} pp{pp}, " if tp * pp > 1 else ""
+    with console.status(f"evaluating {model} on {data.name} ({where}mtp_nextn={mtp_nextn})"):
         try:
-            result = evaluate(model_dir, data, mtp_nextn=mtp_nextn, max_samples=max_samples, max_num_seqs=max_num_seqs)
+            if tp * pp == 1:
+                result, _llm = evaluate(model_dir, data, mtp_nextn=mtp_nextn, max_samples=max_samples,
+                                        max_num_seqs=max_num_seqs)
+            else:
+                logs = Path(log_dir or tempfile.mkdtemp(prefix="trtx-eval-"))
+                result = evaluate_on_ranks(model_dir, data, tp, pp, timeout_s, logs, mtp_nextn=mtp_nextn,
+                                           max_samples=max_samples, max_num_seqs=max_num_seqs)
         except ValueError as e:          # the engine's configuration errors (e.g. no MTP module)
             raise UserError(str(e)) from None
-    table = Table(title=f"trtx eval: {model} on {data.name}")
+        except RankJobError as e:
+            from .cmd_launch import print_report
+            print_report(e.launch, console)
+            raise SystemExit(e.launch.exit_code) from None
+    table = Table(title=f"trtx eval: {model} on {data.name}" + (f" (tp{tp} pp{pp})" if tp * pp > 1 else ""))
     table.add_column("metric")
     table.add_column("value", justify="right")
     table.add_row("accuracy", f"{result.accuracy:.1f} ({result.correct}/{result.n})")

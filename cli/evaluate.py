@@ -12,9 +12,13 @@ import re
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from .errors import UserError, closest
 from .options import REPO_ROOT
+
+if TYPE_CHECKING:
+    from trtx.engine import LLM
 
 MODELS_DIR = REPO_ROOT / "models"
 _ANSWER = re.compile(r"Answer:\s*(-?\d+)")
@@ -76,7 +80,11 @@ class EvalResult:
     generated_tokens: int
     seconds: float
     tokens_per_s: float
+    steps: int = 0                  # engine steps (forwards) the generation took
+    tp: int = 1
+    pp: int = 1
     spec: dict | None = None        # SpecStats.as_dict(), aggregated over every request
+    ranks: list[dict] = field(default_factory=list)    # what each rank holds (LLM.rank_info())
     samples: list[dict] = field(default_factory=list)
 
     def as_dict(self, with_samples: bool = False) -> dict:
@@ -87,17 +95,21 @@ class EvalResult:
 
 
 def evaluate(model_dir: Path, dataset: Path, mtp_nextn: int = 0, max_samples: int | None = None,
-             max_num_seqs: int = 64, max_tokens: int = 96, device: str | None = None) -> EvalResult:
+             max_num_seqs: int = 64, max_tokens: int = 96, device: str | None = None,
+             tp: int = 1, pp: int = 1) -> tuple[EvalResult, LLM]:
+    """Run the eval set through one LLM, in this process. Under tp x pp every rank of the job
+    calls this (see eval_rank.py) and gets the same result. Returns the result and the LLM."""
     from trtx.engine import LLM, SamplingParams
     from trtx.engine.speculative import SpecStats
 
     problems = load_problems(dataset, max_samples)
     if not problems:
         raise UserError("the eval set is empty", str(dataset))
-    llm = LLM(model_dir, mtp_nextn=mtp_nextn, max_num_seqs=max_num_seqs, device=device)
-    t0 = time.perf_counter()
+    llm = LLM(model_dir, tensor_parallel_size=tp, pipeline_parallel_size=pp, mtp_nextn=mtp_nextn,
+              max_num_seqs=max_num_seqs, device=device)
+    t0, steps0 = time.perf_counter(), llm.engine.num_steps
     outs = llm.generate([p["prompt"] for p in problems], SamplingParams(max_tokens=max_tokens))
-    seconds = time.perf_counter() - t0
+    seconds, steps = time.perf_counter() - t0, llm.engine.num_steps - steps0
     spec = SpecStats()
     samples, correct, tokens = [], 0, 0
     for p, o in zip(problems, outs):
@@ -106,8 +118,49 @@ def evaluate(model_dir: Path, dataset: Path, mtp_nextn: int = 0, max_samples: in
         tokens += len(o.outputs[0].token_ids)
         if o.spec is not None:
             spec.merge(o.spec)
-        samples.append({"prompt": p["prompt"], "answer": p["answer"], "output": o.outputs[0].text, "correct": ok})
-    return EvalResult(model=str(model_dir), dataset=str(dataset), n=len(problems), correct=correct,
-                      accuracy=100.0 * correct / len(problems), mtp_nextn=mtp_nextn, generated_tokens=tokens,
-                      seconds=seconds, tokens_per_s=tokens / seconds,
-                      spec=spec.as_dict() if mtp_nextn else None, samples=samples)
+        samples.append({"prompt": p["prompt"], "answer": p["answer"], "output": o.outputs[0].text,
+                        "token_ids": o.outputs[0].token_ids, "correct": ok})
+    result = EvalResult(model=str(model_dir), dataset=str(dataset), n=len(problems), correct=correct,
+                        accuracy=100.0 * correct / len(problems), mtp_nextn=mtp_nextn, generated_tokens=tokens,
+                        seconds=seconds, tokens_per_s=tokens / seconds, steps=steps, tp=tp, pp=pp,
+                        spec=spec.as_dict() if mtp_nextn else None, ranks=[llm.rank_info()], samples=samples)
+    return result, llm
+
+
+def evaluate_on_ranks(model_dir: Path, dataset: Path, tp: int, pp: int, timeout_s: float, log_dir: Path,
+                      on_start=None, **options) -> EvalResult:
+    """Run the eval on tp x pp ranks through the launcher (cli/eval_rank.py on every rank) and
+    collect the result. A failed or hung job raises RankJobError with the launcher's report."""
+    import json
+    import sys
+
+    from trtx.engine.config import ModelConfig
+    from trtx.engine.parallel import check_layout
+
+    from .launcher import Launch
+    check_layout(ModelConfig.from_dir(model_dir), tp, pp)      # a bad split fails here, not on N ranks
+    out = log_dir / "eval"
+    out.mkdir(parents=True, exist_ok=True)
+    cmd = [sys.executable, "-m", "trtx.cli.eval_rank", "--model", str(model_dir), "--dataset", str(dataset),
+           "--tp", str(tp), "--pp", str(pp), "--out", str(out)]
+    for name, value in options.items():
+        if value is not None:
+            cmd += [f"--{name.replace('_', '-')}", str(value)]
+    job = Launch(tp * pp, cmd, timeout_s, log_dir)
+    job.start()
+    if on_start:
+        on_start(job)
+    launch = job.wait()
+    if launch.exit_code != 0:
+        raise RankJobError(launch)
+    data = json.loads((out / "result.json").read_text())
+    data["ranks"] = [json.loads((out / f"rank-{r}.json").read_text()) for r in range(tp * pp)]
+    return EvalResult(**data)
+
+
+class RankJobError(Exception):
+    """A multi-rank eval job failed or timed out; `.launch` is the launcher's result."""
+
+    def __init__(self, launch):
+        self.launch = launch
+        super().__init__(f"the {len(launch.ranks)}-rank job {launch.reason} (logs in {launch.log_dir})")

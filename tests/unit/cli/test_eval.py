@@ -1,5 +1,6 @@
 """`trtx eval` through the real console script on the bundled model."""
 import json
+import os
 import shutil
 import subprocess
 import sys
@@ -37,3 +38,24 @@ def test_eval_bad_input_is_one_line_and_exit_2(tmp_path):
     assert res.returncode == 2 and str(bad) in res.stderr and "'prompt'" in res.stderr
     res = trtx("eval", "--model", str(tmp_path / "nowhere"))
     assert res.returncode == 2 and "neither a checkpoint directory" in res.stderr
+
+
+def test_eval_on_four_ranks_reports_like_one_rank(tmp_path):
+    out, logs = tmp_path / "eval.json", tmp_path / "logs"
+    res = trtx("eval", "--tp", "2", "--pp", "2", "--mtp-nextn", "2", "--max-samples", "16", "--json", str(out),
+               "--log-dir", str(logs))
+    assert res.returncode == 0, res.stderr + res.stdout
+    assert "(tp2 pp2)" in res.stdout and "acceptance rate (nextn=2)" in res.stdout
+    data = json.loads(out.read_text())
+    assert (data["tp"], data["pp"], data["n"]) == (2, 2, 16) and data["spec"]["proposed"] > 0
+    assert [(r["rank"], r["tp_rank"], r["pp_rank"]) for r in data["ranks"]] == [(0, 0, 0), (1, 1, 0), (2, 0, 1), (3, 1, 1)]
+    assert sorted(p.name for p in logs.glob("rank-*.log")) == [f"rank-{r}.log" for r in range(4)]
+
+
+def test_eval_on_ranks_fails_with_the_failing_ranks_error(tmp_path):
+    res = trtx("eval", "--tp", "3", "--max-samples", "4")
+    assert res.returncode == 2 and "tp size 3" in res.stderr and "Traceback" not in res.stderr
+    res = subprocess.run([TRTX, "eval", "--pp", "2", "--mtp-nextn", "1", "--max-samples", "4"], capture_output=True,
+                         text=True, timeout=300, env=dict(os.environ, TRTX_FAULTS="drop_mtp_on_last_stage"))
+    report = " ".join(res.stderr.split())          # rich wraps long lines
+    assert res.returncode == 1 and "rank 1 failed" in report and "holds no MTP module weights" in report

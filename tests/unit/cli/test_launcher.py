@@ -8,27 +8,14 @@ import sys
 import time
 from pathlib import Path
 
-import psutil
 import pytest
 
+from ranks import leftovers
 from trtx.cli.launcher import Launch, build_command
 
-JOB = str(Path(__file__).parent / "jobs" / "collective_job.py")
+JOB = str(Path(__file__).parents[2] / "jobs" / "collective_job.py")
 TRTX = shutil.which("trtx", path=str(Path(sys.executable).parent))
 pytestmark = pytest.mark.timeout(180)
-
-
-def leftovers(log_dir):
-    """Processes whose command line mentions this job's log folder (rank entries and their CMDs)."""
-    found = []
-    for p in psutil.process_iter(["cmdline", "environ"]):
-        try:
-            if str(log_dir) in " ".join(p.info["cmdline"] or []) or \
-                    (p.info["environ"] or {}).get("TRTX_RANK_LOG_DIR") == str(log_dir):
-                found.append(p)
-        except (psutil.NoSuchProcess, psutil.AccessDenied):
-            pass
-    return found
 
 
 def launch(tmp_path, mode, timeout_s=120, launcher="mpirun"):
