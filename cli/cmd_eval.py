@@ -20,6 +20,8 @@ from .fsutil import atomic_write
               help="Tensor-parallel ranks (attention heads and MLP columns split across them).")
 @click.option("--pp", type=click.IntRange(min=1), default=1, show_default=True,
               help="Pipeline stages (layers split across them). tp x pp ranks run under the launcher.")
+@click.option("--adp", is_flag=True,
+              help="Attention data parallel across the --tp ranks (each owns its requests), MLP tensor parallel.")
 @click.option("--mtp-nextn", type=click.IntRange(0, 8), default=0, show_default=True,
               help="Draft this many tokens per step with the model's MTP module (0: no speculation).")
 @click.option("--max-samples", type=click.IntRange(min=1), help="Evaluate only the first M problems.")
@@ -31,7 +33,7 @@ from .fsutil import atomic_write
               help="With tp x pp > 1: seconds before the job counts as hung (every rank's stack is reported).")
 @click.option("--log-dir", type=click.Path(file_okay=False),
               help="With tp x pp > 1: per-rank logs (default: a new temporary folder).")
-def eval_cmd(model, dataset, tp, pp, mtp_nextn, max_samples, max_num_seqs, json_out, samples, timeout_s, log_dir):
+def eval_cmd(model, dataset, tp, pp, adp, mtp_nextn, max_samples, max_num_seqs, json_out, samples, timeout_s, log_dir):
     """Generate greedily for every problem of the eval set, grade the answers, and report accuracy
     (with n), MTP acceptance (rate, mean acceptance length, per-position rates) and tokens/s.
 
@@ -43,7 +45,8 @@ def eval_cmd(model, dataset, tp, pp, mtp_nextn, max_samples, max_num_seqs, json_
     model_dir = resolve_model(model)
     data = Path(dataset) if dataset else default_dataset(model_dir)
     console = Console(highlight=False, stderr=True)
-    where = f"tp{tp} pp{pp}, " if tp * pp > 1 else ""
+    layout = f"{'adp' if adp else 'tp'}{tp} pp{pp}"
+    where = f"{layout}, " if tp * pp > 1 else ""
     with console.status(f"evaluating {model} on {data.name} ({where}mtp_nextn={mtp_nextn})"):
         try:
             if tp * pp == 1:
@@ -51,7 +54,7 @@ def eval_cmd(model, dataset, tp, pp, mtp_nextn, max_samples, max_num_seqs, json_
                                         max_num_seqs=max_num_seqs)
             else:
                 logs = Path(log_dir or tempfile.mkdtemp(prefix="trtx-eval-"))
-                result = evaluate_on_ranks(model_dir, data, tp, pp, timeout_s, logs, mtp_nextn=mtp_nextn,
+                result = evaluate_on_ranks(model_dir, data, tp, pp, timeout_s, logs, mtp_nextn=mtp_nextn, adp=adp,
                                            max_samples=max_samples, max_num_seqs=max_num_seqs)
         except ValueError as e:          # the engine's configuration errors (e.g. no MTP module)
             raise UserError(str(e)) from None
@@ -59,7 +62,7 @@ def eval_cmd(model, dataset, tp, pp, mtp_nextn, max_samples, max_num_seqs, json_
             from .cmd_launch import print_report
             print_report(e.launch, console)
             raise SystemExit(e.launch.exit_code) from None
-    table = Table(title=f"trtx eval: {model} on {data.name}" + (f" (tp{tp} pp{pp})" if tp * pp > 1 else ""))
+    table = Table(title=f"trtx eval: {model} on {data.name}" + (f" ({layout})" if tp * pp > 1 else ""))
     table.add_column("metric")
     table.add_column("value", justify="right")
     table.add_row("accuracy", f"{result.accuracy:.1f} ({result.correct}/{result.n})")

@@ -83,6 +83,7 @@ class EvalResult:
     steps: int = 0                  # engine steps (forwards) the generation took
     tp: int = 1
     pp: int = 1
+    adp: bool = False               # attention data parallel across the tp ranks
     spec: dict | None = None        # SpecStats.as_dict(), aggregated over every request
     ranks: list[dict] = field(default_factory=list)    # what each rank holds (LLM.rank_info())
     samples: list[dict] = field(default_factory=list)
@@ -96,7 +97,7 @@ class EvalResult:
 
 def evaluate(model_dir: Path, dataset: Path, mtp_nextn: int = 0, max_samples: int | None = None,
              max_num_seqs: int = 64, max_tokens: int = 96, device: str | None = None,
-             tp: int = 1, pp: int = 1) -> tuple[EvalResult, LLM]:
+             tp: int = 1, pp: int = 1, adp: bool = False) -> tuple[EvalResult, LLM]:
     """Run the eval set through one LLM, in this process. Under tp x pp every rank of the job
     calls this (see eval_rank.py) and gets the same result. Returns the result and the LLM."""
     from trtx.engine import LLM, SamplingParams
@@ -105,8 +106,8 @@ def evaluate(model_dir: Path, dataset: Path, mtp_nextn: int = 0, max_samples: in
     problems = load_problems(dataset, max_samples)
     if not problems:
         raise UserError("the eval set is empty", str(dataset))
-    llm = LLM(model_dir, tensor_parallel_size=tp, pipeline_parallel_size=pp, mtp_nextn=mtp_nextn,
-              max_num_seqs=max_num_seqs, device=device)
+    llm = LLM(model_dir, tensor_parallel_size=tp, pipeline_parallel_size=pp, enable_attention_dp=adp,
+              mtp_nextn=mtp_nextn, max_num_seqs=max_num_seqs, device=device)
     t0, steps0 = time.perf_counter(), llm.engine.num_steps
     outs = llm.generate([p["prompt"] for p in problems], SamplingParams(max_tokens=max_tokens))
     seconds, steps = time.perf_counter() - t0, llm.engine.num_steps - steps0
@@ -122,7 +123,7 @@ def evaluate(model_dir: Path, dataset: Path, mtp_nextn: int = 0, max_samples: in
                         "token_ids": o.outputs[0].token_ids, "correct": ok})
     result = EvalResult(model=str(model_dir), dataset=str(dataset), n=len(problems), correct=correct,
                         accuracy=100.0 * correct / len(problems), mtp_nextn=mtp_nextn, generated_tokens=tokens,
-                        seconds=seconds, tokens_per_s=tokens / seconds, steps=steps, tp=tp, pp=pp,
+                        seconds=seconds, tokens_per_s=tokens / seconds, steps=steps, tp=tp, pp=pp, adp=adp,
                         spec=spec.as_dict() if mtp_nextn else None, ranks=[llm.rank_info()], samples=samples)
     return result, llm
 
@@ -138,14 +139,17 @@ def evaluate_on_ranks(model_dir: Path, dataset: Path, tp: int, pp: int, timeout_
     from trtx.engine.parallel import check_layout
 
     from .launcher import Launch
-    check_layout(ModelConfig.from_dir(model_dir), tp, pp)      # a bad split fails here, not on N ranks
+    check_layout(ModelConfig.from_dir(model_dir), tp, pp, options.get("adp", False))   # fails here, not on N ranks
     out = log_dir / "eval"
     out.mkdir(parents=True, exist_ok=True)
     cmd = [sys.executable, "-m", "trtx.cli.eval_rank", "--model", str(model_dir), "--dataset", str(dataset),
            "--tp", str(tp), "--pp", str(pp), "--out", str(out)]
     for name, value in options.items():
-        if value is not None:
-            cmd += [f"--{name.replace('_', '-')}", str(value)]
+        flag = f"--{name.replace('_', '-')}"
+        if value is True:
+            cmd.append(flag)
+        elif value not in (None, False):
+            cmd += [flag, str(value)]
     job = Launch(tp * pp, cmd, timeout_s, log_dir)
     job.start()
     if on_start:

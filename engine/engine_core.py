@@ -15,13 +15,13 @@ from . import faults
 from .checkpoint import load_weights
 from .config import ModelConfig
 from .device import default_kv_cache_bytes
-from .kv_cache import BlockManager, allocate_kv_cache, kv_bytes_per_block
+from .kv_cache import NULL_BLOCK, BlockManager, allocate_kv_cache, kv_bytes_per_block
 from .model import LlamaForCausalLM
 from .model_runner import ModelRunner, SeqChunk
 from .mtp import DraftJob, MtpDrafter, MtpModule
 from .parallel import Parallel
-from .request import Request
-from .scheduler import Scheduler
+from .request import Request, Status
+from .scheduler import ScheduledBatch, Scheduler
 from .speculative import verify
 from .tokenizer import Tokenizer
 
@@ -29,7 +29,8 @@ from .tokenizer import Tokenizer
 class EngineCore:
     def __init__(self, model_dir: Path, cfg: ModelConfig, parallel: Parallel, tokenizer: Tokenizer | None, *,
                  max_num_seqs: int, max_num_tokens: int, block_size: int,
-                 num_kv_blocks: int | None, kv_cache_memory: int | None, mtp_nextn: int = 0):
+                 num_kv_blocks: int | None, kv_cache_memory: int | None, mtp_nextn: int = 0,
+                 gather_iteration_stats: bool = False):
         self.cfg, self.parallel, self.tokenizer, self.mtp_nextn = cfg, parallel, tokenizer, mtp_nextn
         self.device, self.mapping = parallel.device, parallel.mapping
         self.max_model_len = cfg.max_position_embeddings
@@ -40,11 +41,14 @@ class EngineCore:
         # Invariant 1: the MTP module is never in the base model's layer list; only the last
         # stage, which drafts, builds it and loads its weights.
         drafting = bool(mtp_nextn) and self.mapping.is_last_stage
-        if drafting and faults.active("drop_mtp_on_last_stage"):
+        if drafting and faults.get("drop_mtp_on_last_stage", self.mapping.rank):
             drafting = False
+        self.adp = parallel.adp
         with torch.device(self.device):
-            self.model = LlamaForCausalLM(cfg, self.mapping, parallel.tp, keep_embedding=drafting).eval()
-            mtp = MtpModule(cfg, parallel.tp).eval() if drafting else None
+            self.model = LlamaForCausalLM(cfg, self.mapping, parallel.tp, keep_embedding=drafting, adp=self.adp).eval()
+            # Under attention DP each rank drafts for its own requests alone: the (small) MTP
+            # module is held whole, so drafting needs no collective and no lockstep.
+            mtp = MtpModule(cfg, None if self.adp else parallel.tp).eval() if drafting else None
         targets = self.model.weight_targets()
         if mtp is not None:
             targets.update(mtp.weight_targets(f"model.layers.{L}."))
@@ -62,8 +66,9 @@ class EngineCore:
             budget = kv_cache_memory if kv_cache_memory is not None else default_kv_cache_bytes(self.device)
             useful = max_num_seqs * -(-self.max_model_len // block_size)   # more could never be used
             num_kv_blocks = min(budget // per_block, useful) + 1
-        # Every rank runs the same scheduler over the same block tables: the smallest cache wins.
-        num_kv_blocks = parallel.agree_min(num_kv_blocks)
+        if self.adp is None:
+            # Every rank runs the same scheduler over the same block tables: the smallest cache wins.
+            num_kv_blocks = parallel.agree_min(num_kv_blocks)
         self.blocks = BlockManager(num_kv_blocks, block_size)
         kv = allocate_kv_cache(num_cache_layers, num_kv_blocks, block_size, kv_heads, cfg.head_dim, cfg.dtype,
                                self.device)
@@ -74,6 +79,14 @@ class EngineCore:
         self.drafter = MtpDrafter(mtp, kv[n_local], self.model, self.runner) if mtp is not None else None
         self.scheduler = Scheduler(self.blocks, max_num_seqs, max_num_tokens, self.max_model_len)
         self.num_steps = 0
+        # Attention DP: every rank sees every request and routes it the same way; the ones
+        # another rank owns wait here until that rank's result arrives (see _flush).
+        self.remote: dict[int, Request] = {}
+        self.load = [[0, 0] for _ in range(parallel.tp.size)]       # [tokens, requests] routed to each rank
+        self.owner: dict[int, int] = {}
+        self.num_served = 0                                          # requests this rank ran
+        self.gather_stats = gather_iteration_stats or bool(faults.get("all_rank_stats", self.mapping.rank))
+        self.iteration_stats: list[dict] = []
 
     def add_request(self, req: Request) -> None:
         if not req.prompt_token_ids:
@@ -87,23 +100,59 @@ class EngineCore:
                              f"room to generate (max_position_embeddings {self.max_model_len})")
         if req.params.stop and self.tokenizer is None:
             raise ValueError("stop strings need a tokenizer.json in the checkpoint directory")
+        if self.adp is not None and self._route(req) != self.mapping.tp_rank:
+            self.remote[req.request_id] = req
+            return
         if req.params.seed is not None:
             req.generator = torch.Generator(device=self.device).manual_seed(req.params.seed)
         self.scheduler.add(req)
+        self.num_served += 1
 
     def has_unfinished(self) -> bool:
-        return self.scheduler.has_unfinished()
+        """Under attention DP the same answer on every rank: each learns every finished request
+        at the same iteration."""
+        return self.scheduler.has_unfinished() or bool(self.remote)
+
+    def _route(self, req: Request) -> int:
+        """Attention DP: the rank with the fewest routed tokens (then requests) takes it, the same
+        choice on every rank since every rank routes every request in the same order."""
+        rank = min(range(len(self.load)), key=lambda r: (self.load[r][0], self.load[r][1], r))
+        self.load[rank][0] += len(req.prompt_token_ids) + req.params.max_tokens
+        self.load[rank][1] += 1
+        self.owner[req.request_id] = rank
+        return rank
 
     def step(self) -> list[Request]:
         """Run one forward over the scheduled batch; returns the requests that finished.
 
         Every rank takes the same decisions in the same order: the last pipeline stage samples
         (verifies drafts) and drafts; under pipeline parallelism one broadcast then carries its
-        decisions to the other stages, which apply them to their own copy of the request state."""
+        decisions to the other stages, which apply them to their own copy of the request state.
+        The tensor-parallel ranks of the last stage decide alike on their own: their logits come
+        from the same all-reduced hidden states, bit for bit. Under attention DP each rank runs
+        its own requests (a dummy forward when it has none), then all exchange what finished."""
+        self.num_steps += 1
+        if self.adp is not None:
+            return self._flush(self._adp_step())
         batch = self.scheduler.schedule()
         if not batch:
             raise RuntimeError("scheduler produced an empty batch with requests pending (KV cache too small?)")
-        self.num_steps += 1
+        return self._run(batch)
+
+    def _adp_step(self) -> list[Request]:
+        """Attention DP: run this rank's own batch, or a one-token dummy forward when it has
+        nothing (or a fault keeps it idle): the forward's collectives need every rank."""
+        idle = faults.get("idle_rank", self.mapping.rank)
+        batch = ScheduledBatch() if idle and self.num_steps <= int(idle.arg or 0) else self.scheduler.schedule()
+        self._record_stats(batch)
+        if batch:
+            return self._run(batch)
+        if self.scheduler.has_unfinished() and not idle:
+            raise RuntimeError("scheduler produced an empty batch with requests pending (KV cache too small?)")
+        self._forward([SeqChunk([0], 0, [NULL_BLOCK])])     # writes only to the null block
+        return []
+
+    def _run(self, batch: ScheduledBatch) -> list[Request]:
         hidden, last_index = self._forward(self.runner.chunks(batch))
 
         # Rows whose logits pick tokens: the last known token of each request whose known tokens
@@ -143,6 +192,8 @@ class EngineCore:
         so the stages compute at the same time instead of in turn."""
         if self.mapping.pp_size == 1:
             inputs = self.runner.prepare(chunks)
+            if self.adp is not None:
+                self.adp.begin(len(inputs.input_ids))
             return self.runner.forward(inputs), inputs.last_index
         p, m = self.parallel, self.mapping
         outs, sends, last_index, offset = [], [], [], 0
@@ -223,6 +274,37 @@ class EngineCore:
         drafts = {req.request_id: rows[i][k + 3:k + 3 + max(rows[i][k + 2], 0)] for i, req in enumerate(batch.requests)}
         return decisions, drafts
 
+    def _flush(self, finished: list[Request]) -> list[Request]:
+        """Attention DP: the one point every rank reaches every iteration, where what arose on
+        some ranks only is exchanged, an empty payload when a rank has nothing: the requests that
+        finished (so every rank returns every output) and, when asked for, every rank's iteration
+        statistics (invariant 2). Returns every rank's finished requests."""
+        comm = self.adp.comm
+        if finished and faults.get("gather_when_finished", self.mapping.rank):
+            comm.all_gather_object([r.request_id for r in finished])      # the planted bug
+        mine = {"done": [_result(r) for r in finished],
+                "stats": self.iteration_stats[-1:] if self.gather_stats else []}
+        everyone = comm.all_gather_object(mine)
+        done = list(finished)
+        for rank, payload in enumerate(everyone):
+            if rank != self.mapping.tp_rank:
+                self.iteration_stats += payload["stats"]
+            for result in payload["done"]:
+                req = self.remote.pop(result["request_id"], None)
+                if req is not None:
+                    _adopt(req, result)
+                    done.append(req)
+                owner = self.load[self.owner.pop(result["request_id"])]
+                owner[0] -= result["num_prompt_tokens"] + result["max_tokens"]
+                owner[1] -= 1
+        return done
+
+    def _record_stats(self, batch: ScheduledBatch) -> None:
+        self.iteration_stats.append({
+            "iteration": self.num_steps, "rank": self.mapping.rank, "requests": len(batch),
+            "tokens": sum(batch.num_tokens), "running": len(self.scheduler.running),
+            "waiting": len(self.scheduler.waiting), "free_kv_blocks": self.blocks.num_free})
+
     def _append(self, req: Request, tokens: list[int]) -> bool:
         """Append the step's new tokens one by one; True when the request finished (tokens after
         the one that finished it are dropped)."""
@@ -270,6 +352,21 @@ class EngineCore:
         if len(req.output_token_ids) >= p.max_tokens or req.num_tokens >= self.max_model_len:
             return "length"
         return None
+
+
+def _result(req: Request) -> dict:
+    """What another rank needs of a finished request to return it as its own."""
+    return {"request_id": req.request_id, "output_token_ids": req.output_token_ids,
+            "finish_reason": req.finish_reason, "stop_text_end": req.stop_text_end, "spec": req.spec,
+            "context_logits": req.context_logits, "num_prompt_tokens": len(req.prompt_token_ids),
+            "max_tokens": req.params.max_tokens}
+
+
+def _adopt(req: Request, result: dict) -> None:
+    req.output_token_ids = list(result["output_token_ids"])
+    req.finish_reason, req.stop_text_end = result["finish_reason"], result["stop_text_end"]
+    req.spec, req.context_logits = result["spec"], result["context_logits"]
+    req.status = Status.FINISHED
 
 
 _LAYER = re.compile(r"model\.layers\.(\d+)\.")

@@ -1,27 +1,55 @@
 """Fault injection: switches that re-create, on purpose, the bugs the engine's invariants guard
-against, so that tests (and users checking their CI) can see each one caught. All off unless
-named in the TRTX_FAULTS environment variable (comma-separated), which every rank inherits.
+against, so that tests (and users checking their CI) can see each one caught or survived. All off
+unless named in the TRTX_FAULTS environment variable, which every rank inherits:
+
+    TRTX_FAULTS="name[@RANK][:ARG],..."        @RANK: only on that global rank (default: all)
 
     drop_mtp_on_last_stage   the last pipeline stage drops the MTP module's weights, as every
-                             other stage does (the production bug behind invariant 1); the
-                             engine must refuse to start rather than hang or silently not draft.
+                             other stage does (the production bug behind invariant 1); the engine
+                             must refuse to start rather than hang or silently not draft.
+    idle_rank@R:N            attention DP: rank R schedules nothing for its first N iterations
+                             (a rank running dry while the others are busy); it must keep joining
+                             every collective with dummy forwards.
+    all_rank_stats           attention DP: gather every rank's iteration statistics every
+                             iteration (the option whose rank-local gather crashed production).
+    gather_when_finished     attention DP: a rank that finished requests this iteration gathers
+                             them in an extra collective that the other ranks never reach: the
+                             production bug behind invariant 2, for the desync detector to catch.
 """
 from __future__ import annotations
 
 import os
+from dataclasses import dataclass
 
-KNOWN = {"drop_mtp_on_last_stage"}
+KNOWN = {"drop_mtp_on_last_stage", "idle_rank", "all_rank_stats", "gather_when_finished"}
 
 
-def active(name: str) -> bool:
+@dataclass(frozen=True)
+class Fault:
+    name: str
+    rank: int | None = None        # None: every rank
+    arg: str | None = None
+
+
+def enabled() -> dict[str, Fault]:
+    faults = {}
+    for item in os.environ.get("TRTX_FAULTS", "").split(","):
+        item = item.strip()
+        if not item:
+            continue
+        head, _, arg = item.partition(":")
+        name, _, rank = head.partition("@")
+        if name not in KNOWN:
+            raise ValueError(f"TRTX_FAULTS names unknown fault {name!r}; known: {', '.join(sorted(KNOWN))}")
+        if rank and not rank.isdigit():
+            raise ValueError(f"TRTX_FAULTS: {item!r}: expected NAME@RANK with a rank number")
+        faults[name] = Fault(name, int(rank) if rank else None, arg or None)
+    return faults
+
+
+def get(name: str, rank: int) -> Fault | None:
+    """The fault if it is switched on for this rank."""
     if name not in KNOWN:
         raise ValueError(f"unknown fault {name!r}")
-    return name in enabled()
-
-
-def enabled() -> set[str]:
-    names = {n.strip() for n in os.environ.get("TRTX_FAULTS", "").split(",") if n.strip()}
-    unknown = names - KNOWN
-    if unknown:
-        raise ValueError(f"TRTX_FAULTS names unknown faults {sorted(unknown)}; known: {sorted(KNOWN)}")
-    return names
+    fault = enabled().get(name)
+    return fault if fault is not None and fault.rank in (None, rank) else None

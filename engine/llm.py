@@ -26,6 +26,10 @@ class LLM:
     tensor_parallel_size / pipeline_parallel_size: split the model across tp x pp ranks; every rank
     of the job (started by `trtx launch -n N`) constructs the LLM and calls generate with the same
     prompts, and every rank gets the outputs.
+    enable_attention_dp: with tensor_parallel_size N, run attention data-parallel on the N ranks
+    (each owns the requests routed to it, with its own KV cache) and the MLP tensor-parallel.
+    gather_iteration_stats: under attention DP, collect every rank's per-iteration statistics on
+    every rank (`llm.engine.iteration_stats`); otherwise each rank keeps its own.
     mtp_nextn: draft this many tokens per step with the checkpoint's MTP module and verify them in
     one target forward (0: no speculation). Outputs then carry acceptance counts (`.spec`).
     max_num_seqs / max_num_tokens: the scheduler's per-step caps on requests and tokens.
@@ -37,9 +41,7 @@ class LLM:
                  enable_attention_dp: bool = False, mtp_nextn: int = 0, *, dtype: str | torch.dtype = "auto",
                  max_num_seqs: int = 64, max_num_tokens: int = 2048, block_size: int = 16,
                  num_kv_blocks: int | None = None, kv_cache_memory: int | None = None,
-                 device: str | torch.device | None = None):
-        if enable_attention_dp:
-            raise NotImplementedError("attention data parallelism is not available yet")
+                 device: str | torch.device | None = None, gather_iteration_stats: bool = False):
         if not 0 <= mtp_nextn <= 8:
             raise ValueError(f"mtp_nextn must be between 0 and 8, got {mtp_nextn}")
         model_dir = Path(model)
@@ -51,15 +53,17 @@ class LLM:
         self.config = cfg
         self.tokenizer = Tokenizer.from_dir(model_dir)
         choose = (lambda _local_rank: torch.device(device)) if device is not None else select_device
-        check_layout(cfg, tensor_parallel_size, pipeline_parallel_size)
+        adp = enable_attention_dp and tensor_parallel_size > 1
+        check_layout(cfg, tensor_parallel_size, pipeline_parallel_size, adp)
         if tensor_parallel_size * pipeline_parallel_size > 1:
-            self.parallel = Parallel.init(tensor_parallel_size, pipeline_parallel_size, choose)
+            self.parallel = Parallel.init(tensor_parallel_size, pipeline_parallel_size, choose, adp)
         else:
             self.parallel = Parallel.single(choose(0))
         self.device = self.parallel.device
         self.engine = EngineCore(model_dir, cfg, self.parallel, self.tokenizer,
                                  max_num_seqs=max_num_seqs, max_num_tokens=max_num_tokens, block_size=block_size,
-                                 num_kv_blocks=num_kv_blocks, kv_cache_memory=kv_cache_memory, mtp_nextn=mtp_nextn)
+                                 num_kv_blocks=num_kv_blocks, kv_cache_memory=kv_cache_memory, mtp_nextn=mtp_nextn,
+                                 gather_iteration_stats=gather_iteration_stats)
         self._ids = itertools.count()
 
     def generate(self, prompts: Prompt | Sequence[Prompt],
@@ -80,13 +84,19 @@ class LLM:
         return [self._output(r) for r in requests]
 
     def rank_info(self) -> dict:
-        """What this rank holds: its place in the job, its decoder layers, whether it holds the
-        MTP module, the checkpoint tensors it loaded and its parameter bytes."""
+        """What this rank holds and did: its place in the job, its decoder layers, whether it
+        holds the MTP module, the checkpoint tensors it loaded, its parameter bytes."""
         m, engine = self.parallel.mapping, self.engine
         modules = [engine.model] + ([engine.drafter.module] if engine.drafter else [])
+        own = [s for s in engine.iteration_stats if s["rank"] == m.rank]
         return {"rank": m.rank, "tp_rank": m.tp_rank, "pp_rank": m.pp_rank, "layers": list(engine.model.layer_ids),
                 "mtp_module": engine.drafter is not None, "tensors": engine.loaded_tensors,
-                "parameter_bytes": sum(p.numel() * p.element_size() for mod in modules for p in mod.parameters())}
+                "parameter_bytes": sum(p.numel() * p.element_size() for mod in modules for p in mod.parameters()),
+                # attention DP: requests this rank served, its iterations (idle ones: a dummy
+                # forward), and whose iteration statistics reached it
+                "requests_served": engine.num_served, "iterations": len(own),
+                "idle_iterations": [s["iteration"] for s in own if s["requests"] == 0],
+                "stats_from_ranks": sorted({s["rank"] for s in engine.iteration_stats})}
 
     def shutdown(self) -> None:
         """Leave the multi-rank job (a no-op on one rank)."""

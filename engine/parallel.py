@@ -14,6 +14,7 @@ from dataclasses import dataclass
 import torch
 import torch.distributed as dist
 
+from .collectives import Collectives
 from .device import dist_backend, share_cpu_cores
 
 
@@ -22,6 +23,7 @@ class RankMapping:
     tp_size: int = 1
     pp_size: int = 1
     rank: int = 0
+    attention_dp: bool = False     # attention data parallel across the tp group, MLP tensor parallel
 
     def __post_init__(self):
         if self.tp_size < 1 or self.pp_size < 1:
@@ -113,11 +115,14 @@ def head_shard(num_heads: int, num_kv_heads: int, tp_size: int, tp_rank: int) ->
     return HeadShard(start, base + (sub < extra), kv_head, 1)
 
 
-def check_layout(cfg, tp_size: int, pp_size: int) -> None:
+def check_layout(cfg, tp_size: int, pp_size: int, attention_dp: bool = False) -> None:
     """Raise ValueError, in one line, if the model cannot be split tp x pp ways (checked for every
     rank, before any process starts or any process group exists)."""
-    for rank in range(tp_size):
-        head_shard(cfg.num_attention_heads, cfg.num_key_value_heads, tp_size, rank)
+    if attention_dp and pp_size > 1:
+        raise ValueError("attention data parallelism runs on one pipeline stage (pp 1)")
+    if not attention_dp:          # under attention DP every rank holds all heads
+        for rank in range(tp_size):
+            head_shard(cfg.num_attention_heads, cfg.num_key_value_heads, tp_size, rank)
     even_slice(cfg.intermediate_size, tp_size, 0, "intermediate_size")
     stage_layers(cfg.num_hidden_layers, pp_size, 0)
 
@@ -134,13 +139,37 @@ class TensorParallel:
     """A rank's tensor-parallel group: its rank and size, and the all-reduce that sums row-parallel
     partial outputs (a no-op on one rank)."""
 
-    def __init__(self, rank: int = 0, size: int = 1, group=None):
-        self.rank, self.size, self.group = rank, size, group
+    def __init__(self, rank: int = 0, size: int = 1, comm: Collectives | None = None):
+        self.rank, self.size, self.comm = rank, size, comm
 
     def all_reduce(self, x: torch.Tensor) -> torch.Tensor:
-        if self.size > 1:
-            dist.all_reduce(x, group=self.group)
-        return x
+        return self.comm.all_reduce(x) if self.size > 1 else x
+
+
+class AttentionDataParallel:
+    """Attention data parallelism: each rank attends over its own requests' tokens with its own KV
+    cache, and the MLP, split tensor-parallel across the group, runs on the tokens of all ranks.
+    So every forward begins with every rank's token count (`begin`), and each MLP gathers the
+    group's tokens, computes its column share for all of them, all-reduces and keeps its own rows.
+    A rank with nothing scheduled still runs a (dummy) forward: it must join every collective."""
+
+    def __init__(self, rank: int, size: int, comm: Collectives):
+        self.rank, self.size, self.comm = rank, size, comm
+        self.counts: list[int] = []
+
+    def begin(self, num_tokens: int) -> None:
+        self.counts = self.comm.all_gather(torch.tensor([num_tokens], device=self.comm.device)).view(-1).tolist()
+        self.offset = sum(self.counts[:self.rank])
+
+    def gather(self, x: torch.Tensor) -> torch.Tensor:
+        """[T_rank, d] -> [sum of T, d], rank order."""
+        longest = max(self.counts)
+        padded = torch.cat([x, x.new_zeros(longest - x.shape[0], x.shape[1])]) if x.shape[0] < longest else x
+        every = self.comm.all_gather(padded)
+        return torch.cat([every[r, :n] for r, n in enumerate(self.counts)])
+
+    def own(self, y: torch.Tensor) -> torch.Tensor:
+        return y[self.offset:self.offset + self.counts[self.rank]]
 
 
 class Parallel:
@@ -149,20 +178,22 @@ class Parallel:
     `Parallel.single()` is the one-rank case with no torch.distributed at all; `Parallel.init`
     joins the job the launcher started (RANK, WORLD_SIZE, MASTER_ADDR/PORT in the environment)."""
 
-    def __init__(self, mapping: RankMapping, device: torch.device, tp: TensorParallel):
-        self.mapping, self.device, self.tp = mapping, device, tp
+    def __init__(self, mapping: RankMapping, device: torch.device, tp: TensorParallel,
+                 world: Collectives | None = None):
+        self.mapping, self.device, self.tp, self.world = mapping, device, tp, world
+        self.adp = AttentionDataParallel(tp.rank, tp.size, tp.comm) if mapping.attention_dp else None
 
     @classmethod
     def single(cls, device: torch.device) -> "Parallel":
         return cls(RankMapping(), device, TensorParallel())
 
     @classmethod
-    def init(cls, tp_size: int, pp_size: int, select_device) -> "Parallel":
+    def init(cls, tp_size: int, pp_size: int, select_device, attention_dp: bool = False) -> "Parallel":
         world = int(os.environ.get("WORLD_SIZE", "1"))
         if world != tp_size * pp_size:
             raise ValueError(f"tp {tp_size} x pp {pp_size} needs {tp_size * pp_size} ranks, but this job has "
                              f"{world} (start it with `trtx launch -n {tp_size * pp_size} -- ...`)")
-        mapping = RankMapping(tp_size, pp_size, int(os.environ.get("RANK", "0")))
+        mapping = RankMapping(tp_size, pp_size, int(os.environ.get("RANK", "0")), attention_dp)
         device = select_device(int(os.environ.get("LOCAL_RANK", "0")))
         if device.type == "cuda":
             torch.cuda.set_device(device)
@@ -175,7 +206,8 @@ class Parallel:
             group = dist.new_group(mapping.tp_group_ranks(stage))
             if stage == mapping.pp_rank:
                 mine = group
-        return cls(mapping, device, TensorParallel(mapping.tp_rank, tp_size, mine))
+        tp = TensorParallel(mapping.tp_rank, tp_size, Collectives(mine, tp_size, device))
+        return cls(mapping, device, tp, Collectives(dist.group.WORLD, world, device))
 
     @property
     def distributed(self) -> bool:
@@ -186,8 +218,7 @@ class Parallel:
         if not self.distributed:
             return value
         t = torch.tensor([value], dtype=torch.long, device=self.device)
-        dist.all_reduce(t, op=dist.ReduceOp.MIN)
-        return int(t.item())
+        return int(self.world.all_reduce(t, op=dist.ReduceOp.MIN).item())
 
     def send_next(self, tensor: torch.Tensor):
         """Hand a tensor to the next stage without waiting: the returned work is waited on later,
@@ -200,8 +231,7 @@ class Parallel:
         return out
 
     def broadcast_from_last_stage(self, tensor: torch.Tensor) -> torch.Tensor:
-        dist.broadcast(tensor, self.mapping.last_stage_root)
-        return tensor
+        return self.world.broadcast(tensor, self.mapping.last_stage_root)
 
     def shutdown(self) -> None:
         if dist.is_initialized():
