@@ -15,9 +15,10 @@ from . import faults
 from .checkpoint import load_weights
 from .config import ModelConfig
 from .device import default_kv_cache_bytes
-from .kv_cache import NULL_BLOCK, BlockManager, allocate_kv_cache, kv_bytes_per_block
+from .kv_cache import BlockManager, allocate_kv_cache, kv_bytes_per_block
 from .model import LlamaForCausalLM
-from .model_runner import ModelRunner, SeqChunk
+from .model_runner import ModelRunner
+from .prepare import SeqChunk, synthetic_chunks
 from .mtp import DraftJob, MtpDrafter, MtpModule
 from .parallel import Parallel
 from .request import Request, Status
@@ -73,7 +74,8 @@ class EngineCore:
         kv = allocate_kv_cache(num_cache_layers, num_kv_blocks, block_size, kv_heads, cfg.head_dim, cfg.dtype,
                                self.device)
         n_local = len(self.model.layers)
-        self.runner = ModelRunner(self.model, kv[:n_local], self.blocks, self.device, cfg.sliding_window)
+        self.runner = ModelRunner(self.model, kv[:n_local], self.blocks, self.device, cfg.sliding_window,
+                                  self.mapping.rank)
         # The MTP module's cache shares the block tables: its entry at position i sits where the
         # target's does, in a tensor of its own.
         self.drafter = MtpDrafter(mtp, kv[n_local], self.model, self.runner) if mtp is not None else None
@@ -149,7 +151,7 @@ class EngineCore:
             return self._run(batch)
         if self.scheduler.has_unfinished() and not idle:
             raise RuntimeError("scheduler produced an empty batch with requests pending (KV cache too small?)")
-        self._forward([SeqChunk([0], 0, [NULL_BLOCK])])     # writes only to the null block
+        self._forward(synthetic_chunks(1, 1, self.blocks.block_size))     # writes only to the null block
         return []
 
     def _run(self, batch: ScheduledBatch) -> list[Request]:
@@ -183,7 +185,13 @@ class EngineCore:
                 job.req.draft_probs[:] = [None] * len(job.req.draft_token_ids)   # only the last stage verifies
         return finished
 
-    def _forward(self, chunks: list[SeqChunk]) -> tuple[torch.Tensor | None, list[int]]:
+    def warm_forward(self, chunks: list[SeqChunk]) -> None:
+        """One forward (and the logits) over a synthesised batch, through the capture path."""
+        hidden, last_index = self._forward(chunks, path="capture")
+        if hidden is not None:
+            self.runner.logits(hidden, last_index)
+
+    def _forward(self, chunks: list[SeqChunk], path: str = "runtime") -> tuple[torch.Tensor | None, list[int]]:
         """The batch through this rank's layers. Returns the final hidden states (on the last stage;
         None elsewhere) and each chunk's last row in them.
 
@@ -191,14 +199,14 @@ class EngineCore:
         sends micro-batch m on (without waiting) and starts m+1 while the next stage works on m,
         so the stages compute at the same time instead of in turn."""
         if self.mapping.pp_size == 1:
-            inputs = self.runner.prepare(chunks)
+            inputs = self.runner.prepare(chunks, path)
             if self.adp is not None:
                 self.adp.begin(len(inputs.input_ids))
             return self.runner.forward(inputs), inputs.last_index
         p, m = self.parallel, self.mapping
         outs, sends, last_index, offset = [], [], [], 0
         for group in _split(len(chunks), min(m.pp_size, len(chunks))):
-            inputs = self.runner.prepare([chunks[i] for i in group])
+            inputs = self.runner.prepare([chunks[i] for i in group], path)
             tokens = len(inputs.input_ids)
             hidden = residual = None
             if not m.is_first_stage:    # hidden state and residual, stacked: [2, T, d]

@@ -15,13 +15,21 @@ unless named in the TRTX_FAULTS environment variable, which every rank inherits:
     gather_when_finished     attention DP: a rank that finished requests this iteration gathers
                              them in an extra collective that the other ranks never reach: the
                              production bug behind invariant 2, for the desync detector to catch.
+    drop_prepare_hook:HOOK   the capture path (batches synthesised for warmup / graph capture)
+                             skips prepare hook HOOK (tokens, decode_attention,
+                             prefill_attention): the production bug behind invariant 3; the
+                             missing metadata must be reported, not read stale.
+    warmup_oom@R:SHAPE       rank R reports that warmup shape SHAPE (e.g. decode-8) does not fit
+                             in its memory (the production bug behind invariant 4 had one rank
+                             skip it alone): every rank must skip it, or all stop, by option.
 """
 from __future__ import annotations
 
 import os
 from dataclasses import dataclass
 
-KNOWN = {"drop_mtp_on_last_stage", "idle_rank", "all_rank_stats", "gather_when_finished"}
+KNOWN = {"drop_mtp_on_last_stage", "idle_rank", "all_rank_stats", "gather_when_finished", "drop_prepare_hook",
+         "warmup_oom"}
 
 
 @dataclass(frozen=True)

@@ -14,6 +14,7 @@ from .parallel import Parallel, check_layout
 from .request import CompletionOutput, Request, RequestOutput
 from .sampling import SamplingParams
 from .tokenizer import Tokenizer
+from .warmup import run as run_warmup
 
 Prompt = Union[str, Sequence[int]]
 
@@ -30,6 +31,9 @@ class LLM:
     (each owns the requests routed to it, with its own KV cache) and the MLP tensor-parallel.
     gather_iteration_stats: under attention DP, collect every rank's per-iteration statistics on
     every rank (`llm.engine.iteration_stats`); otherwise each rank keeps its own.
+    warmup: before serving, run every batch shape once (engine/warmup.py): the ranks agree on
+    the shapes and on skipping one that does not fit on some rank (on_warmup_oom="skip"), or all
+    stop with one error ("stop"). warmup_memory_budget: bytes a shape may use (default: free memory).
     mtp_nextn: draft this many tokens per step with the checkpoint's MTP module and verify them in
     one target forward (0: no speculation). Outputs then carry acceptance counts (`.spec`).
     max_num_seqs / max_num_tokens: the scheduler's per-step caps on requests and tokens.
@@ -41,7 +45,8 @@ class LLM:
                  enable_attention_dp: bool = False, mtp_nextn: int = 0, *, dtype: str | torch.dtype = "auto",
                  max_num_seqs: int = 64, max_num_tokens: int = 2048, block_size: int = 16,
                  num_kv_blocks: int | None = None, kv_cache_memory: int | None = None,
-                 device: str | torch.device | None = None, gather_iteration_stats: bool = False):
+                 device: str | torch.device | None = None, gather_iteration_stats: bool = False,
+                 warmup: bool = False, on_warmup_oom: str = "skip", warmup_memory_budget: int | None = None):
         if not 0 <= mtp_nextn <= 8:
             raise ValueError(f"mtp_nextn must be between 0 and 8, got {mtp_nextn}")
         model_dir = Path(model)
@@ -64,6 +69,7 @@ class LLM:
                                  max_num_seqs=max_num_seqs, max_num_tokens=max_num_tokens, block_size=block_size,
                                  num_kv_blocks=num_kv_blocks, kv_cache_memory=kv_cache_memory, mtp_nextn=mtp_nextn,
                                  gather_iteration_stats=gather_iteration_stats)
+        self.warmup_report = run_warmup(self.engine, on_warmup_oom, warmup_memory_budget) if warmup else []
         self._ids = itertools.count()
 
     def generate(self, prompts: Prompt | Sequence[Prompt],
@@ -96,7 +102,8 @@ class LLM:
                 # forward), and whose iteration statistics reached it
                 "requests_served": engine.num_served, "iterations": len(own),
                 "idle_iterations": [s["iteration"] for s in own if s["requests"] == 0],
-                "stats_from_ranks": sorted({s["rank"] for s in engine.iteration_stats})}
+                "stats_from_ranks": sorted({s["rank"] for s in engine.iteration_stats}),
+                "warmup": [list(item) for item in self.warmup_report]}
 
     def shutdown(self) -> None:
         """Leave the multi-rank job (a no-op on one rank)."""

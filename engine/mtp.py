@@ -20,7 +20,7 @@ from .attention import AttentionMetadata
 from .config import ModelConfig
 from .layers import RMSNorm, ShardedLinear, whole
 from .model import DecoderLayer, LlamaForCausalLM, layer_targets
-from .model_runner import SeqChunk
+from .prepare import SeqChunk
 from .parallel import TensorParallel
 from .request import Request
 from .sampling import sample

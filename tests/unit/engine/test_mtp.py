@@ -8,7 +8,7 @@ import torch
 from checkpoints import make_mtp_checkpoint, training_script
 
 from trtx.engine import LLM, SamplingParams
-from trtx.engine.model_runner import SeqChunk
+from trtx.engine.prepare import SeqChunk
 from trtx.engine.speculative import SpecStats, verify
 
 PROMPTS = ["Ann has 3 coins.\n", "Tom", "How many cups does Zoe have?\n", "x" * 40, "42+17="]

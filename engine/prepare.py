@@ -1,0 +1,178 @@
+"""Input preparation: the one way a list of sequence chunks becomes the tensors and attention
+metadata of a forward, whether the chunks come from the scheduler (the runtime path) or are
+synthesised for warmup or CUDA-graph capture (the capture path).
+
+Invariant 3 is why this is a list of hooks. A production engine prepared a metadata buffer on
+its runtime path and forgot it on the capture path, and the captured graphs then read stale
+memory. Here every field is produced by a hook registered once, below, and both paths run the
+same hooks in the same order. Each forward's tensors start zeroed (padding rows point at position
+0 of the null block), and after the hooks ran every field must have been produced: a hook
+missing from a path (the `drop_prepare_hook` fault removes one from the capture path) is an
+error naming the field and the hook, never a silently stale buffer.
+"""
+from __future__ import annotations
+
+from collections import Counter
+from dataclasses import dataclass, field
+from typing import Callable
+
+import torch
+
+from .attention import AttentionMetadata, DecodeMeta, PrefillMeta
+from .kv_cache import NULL_BLOCK
+
+MAX_DECODE_LEN = 16     # longest chunk that may join the batched decode attention
+
+
+@dataclass
+class SeqChunk:
+    """One sequence's share of a forward: the tokens to compute, the position of the first one,
+    and its block table. Everything `prepare` needs, whether the batch is real or synthesised."""
+    token_ids: list[int]
+    start: int
+    block_table: list[int]
+
+
+@dataclass
+class StepInputs:
+    input_ids: torch.Tensor
+    meta: AttentionMetadata
+    last_index: list[int]       # flat row of each chunk's last token, in the order chunks were given
+
+
+class MetadataError(RuntimeError):
+    pass
+
+
+@dataclass
+class Layout:
+    """Where each chunk's tokens go in the flat batch: the decode group first (the most common
+    short chunk length Q: 1 when decoding, 1 + K when verifying K drafts; one batched attention
+    call), then the prefill chunks (one call each, so a long prompt does not pad everyone's keys)."""
+    chunks: list[SeqChunk]
+    order: list[int]
+    decode_len: int
+    num_seqs: int               # chunks in the decode group
+    block_size: int
+    window: int | None
+    device: torch.device
+    num_tokens: int = field(init=False)
+
+    def __post_init__(self):
+        self.num_tokens = sum(len(c.token_ids) for c in self.chunks)
+
+
+@dataclass(frozen=True)
+class Hook:
+    name: str
+    produces: tuple[str, ...]
+    fn: Callable[[Layout, dict], None]
+
+
+HOOKS: list[Hook] = []
+FIELDS = ("input_ids", "positions", "slot_mapping", "last_index", "decode", "prefills")
+
+
+def hook(name: str, produces: tuple[str, ...]):
+    def register(fn):
+        HOOKS.append(Hook(name, produces, fn))
+        return fn
+    return register
+
+
+def prepare(chunks: list[SeqChunk], block_size: int, window: int | None, device: torch.device,
+            path: str = "runtime", dropped: frozenset[str] = frozenset()) -> StepInputs:
+    """Run every registered hook over the chunks (except those in `dropped`, a fault) and check
+    that every field was produced."""
+    short = Counter(len(c.token_ids) for c in chunks if len(c.token_ids) <= MAX_DECODE_LEN)
+    decode_len = short.most_common(1)[0][0] if short else 1
+    order = sorted(range(len(chunks)), key=lambda i: len(chunks[i].token_ids) != decode_len)   # stable
+    layout = Layout(chunks, order, decode_len, sum(len(c.token_ids) == decode_len for c in chunks),
+                    block_size, window, device)
+    zeros = torch.zeros(layout.num_tokens, dtype=torch.long, device=device)
+    out = {"input_ids": zeros, "positions": zeros.clone(), "slot_mapping": zeros.clone(),
+           "last_index": [0] * len(chunks), "decode": None, "prefills": []}
+    produced = set()
+    for h in HOOKS:
+        if h.name not in dropped:
+            h.fn(layout, out)
+            produced.update(h.produces)
+    missing = [f for f in FIELDS if f not in produced]
+    if missing:
+        owners = sorted({h.name for h in HOOKS if set(h.produces) & set(missing)})
+        raise MetadataError(f"{path} path: metadata {', '.join(missing)} not prepared "
+                            f"(hook {', '.join(owners)} did not run)")
+    meta = AttentionMetadata(positions=out["positions"], slot_mapping=out["slot_mapping"],
+                             num_decodes=layout.num_seqs * decode_len, decode=out["decode"], prefills=out["prefills"])
+    return StepInputs(out["input_ids"], meta, out["last_index"])
+
+
+@hook("tokens", ("input_ids", "positions", "slot_mapping", "last_index"))
+def _tokens(layout: Layout, out: dict) -> None:
+    bs = layout.block_size
+    input_ids, positions, slots, last_index = [], [], [], out["last_index"]
+    for i in layout.order:
+        c = layout.chunks[i]
+        pos = range(c.start, c.start + len(c.token_ids))
+        input_ids += c.token_ids
+        positions += pos
+        slots += [c.block_table[p // bs] * bs + p % bs for p in pos]
+        last_index[i] = len(input_ids) - 1
+    if input_ids:     # one host-to-device copy for the three
+        packed = torch.tensor([input_ids, positions, slots], dtype=torch.long).to(layout.device)
+        for name, row in zip(("input_ids", "positions", "slot_mapping"), packed):
+            out[name].copy_(row)
+
+
+@hook("decode_attention", ("decode",))
+def _decode_attention(layout: Layout, out: dict) -> None:
+    if not layout.num_seqs:
+        return
+    q, window, dev = layout.decode_len, layout.window, layout.device
+    seqs = [layout.chunks[i] for i in layout.order[:layout.num_seqs]]
+    n_blocks = max(len(c.block_table) for c in seqs)
+    tables = torch.tensor([c.block_table + [NULL_BLOCK] * (n_blocks - len(c.block_table)) for c in seqs],
+                          dtype=torch.long)
+    starts = [c.start for c in seqs]
+    max_kv_len = max(starts) + q
+    mask = window_mask = None
+    # One query per sequence, all at the same position: every cached key is visible, no mask
+    # needed (batch-1 decoding, the latency case, skips building one).
+    if q > 1 or min(starts) != max(starts) or (window and max_kv_len > window):
+        q_pos = torch.tensor(starts)[:, None, None] + torch.arange(q)[None, :, None]   # [S, Q, 1]
+        k_pos = torch.arange(max_kv_len)
+        mask = k_pos <= q_pos                                                          # [S, Q, K]
+        window_mask = (mask & (k_pos > q_pos - window)) if window else None
+    out["decode"] = DecodeMeta(tables.to(dev), _as_sdpa_mask(mask, dev), _as_sdpa_mask(window_mask, dev),
+                               max_kv_len, q)
+
+
+@hook("prefill_attention", ("prefills",))
+def _prefill_attention(layout: Layout, out: dict) -> None:
+    bs, window, dev = layout.block_size, layout.window, layout.device
+    row = layout.num_seqs * layout.decode_len
+    for i in layout.order[layout.num_seqs:]:
+        c = layout.chunks[i]
+        n, kv_len = len(c.token_ids), c.start + len(c.token_ids)
+        k_pos = torch.arange(kv_len)[None, :]
+        q_pos = torch.arange(c.start, kv_len)[:, None]
+        causal = k_pos <= q_pos
+        mask = causal if c.start else None                    # None: plain causal, SDPA's own
+        window_mask = (causal & (k_pos > q_pos - window)).to(dev) if window else None
+        blocks = torch.tensor(c.block_table[:-(-kv_len // bs)], dtype=torch.long)
+        out["prefills"].append(PrefillMeta(row, row + n, blocks.to(dev), kv_len,
+                                           None if mask is None else mask.to(dev), window_mask))
+        row += n
+
+
+def _as_sdpa_mask(mask: torch.Tensor | None, device) -> torch.Tensor | None:
+    """[S, Q, Kmax] -> [S, 1, Q, Kmax]: broadcast over heads."""
+    return None if mask is None else mask[:, None].to(device)
+
+
+def synthetic_chunks(num_seqs: int, tokens_each: int, block_size: int) -> list[SeqChunk]:
+    """A batch of the given shape that computes nothing real: every token sits at the start of a
+    sequence whose blocks are all the null block, so its cache writes land where no request
+    reads (warmup, capture, and attention DP's dummy forward)."""
+    blocks = [NULL_BLOCK] * -(-tokens_each // block_size)
+    return [SeqChunk([0] * tokens_each, 0, blocks) for _ in range(num_seqs)]

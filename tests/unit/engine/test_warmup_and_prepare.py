@@ -1,0 +1,99 @@
+"""Invariants 3 and 4: the capture path (batches synthesised for warmup or graph capture) prepares
+exactly the runtime path's metadata, a hook missing from it is reported; and warmup decisions are
+taken by all ranks together, even when one rank of four cannot fit a shape."""
+import pytest
+import torch
+from ranks import leftovers
+
+from trtx.cli.evaluate import MODELS_DIR, RankJobError, evaluate_on_ranks
+from trtx.engine import LLM
+from trtx.engine.prepare import HOOKS, MetadataError, SeqChunk
+
+MODEL = MODELS_DIR / "tiny-arith"
+pytestmark = pytest.mark.timeout(300)
+
+
+@pytest.fixture(scope="module")
+def llm():
+    return LLM(MODEL, max_num_seqs=8)
+
+
+def mixed_chunks(llm):
+    """Decode sequences at different positions, a verify chunk, a fresh prompt and a prompt's
+    second chunk, on real block tables."""
+    blocks = llm.engine.blocks
+    lengths = {0: 40, 1: 17, 2: 90, 3: 33, 4: 70}
+    for rid, n in lengths.items():
+        blocks.allocate(rid, n)
+    t = blocks.tables
+    return [SeqChunk([5], 39, t[0]), SeqChunk([6], 16, t[1]), SeqChunk([7, 8, 9], 30, t[3]),
+            SeqChunk(list(range(3, 40)), 0, t[2]), SeqChunk([4] * 20, 50, t[4]), SeqChunk([2], 89, t[2])]
+
+
+def as_plain(x):
+    if isinstance(x, torch.Tensor):
+        return x.tolist()
+    if hasattr(x, "__dict__"):
+        return {k: as_plain(v) for k, v in vars(x).items()}
+    if isinstance(x, list):
+        return [as_plain(v) for v in x]
+    return x
+
+
+def test_capture_and_runtime_paths_prepare_the_same_metadata(llm):
+    chunks = mixed_chunks(llm)
+    runtime, capture = llm.engine.runner.prepare(chunks), llm.engine.runner.prepare(chunks, "capture")
+    assert as_plain(runtime) == as_plain(capture)
+    meta = runtime.meta
+    assert meta.decode.q_len == 1 and meta.num_decodes == 3 and len(meta.prefills) == 3
+    assert {h.name for h in HOOKS} == {"tokens", "decode_attention", "prefill_attention"}
+
+
+@pytest.mark.parametrize("hook,field", [("tokens", "input_ids"), ("decode_attention", "decode"),
+                                        ("prefill_attention", "prefills")])
+def test_a_hook_dropped_on_the_capture_path_is_reported(llm, monkeypatch, hook, field):
+    monkeypatch.setenv("TRTX_FAULTS", f"drop_prepare_hook:{hook}")
+    chunks = mixed_chunks(llm)
+    with pytest.raises(MetadataError, match=f"capture path: metadata {field}.* not prepared \\(hook {hook} did not run"):
+        llm.engine.runner.prepare(chunks, "capture")
+    llm.engine.runner.prepare(chunks)          # the runtime path is untouched
+
+
+def test_warmup_runs_every_shape_through_the_capture_path(monkeypatch):
+    warm = LLM(MODEL, max_num_seqs=8, mtp_nextn=2, warmup=True)
+    assert warm.warmup_report == [("decode-8", "ran"), ("decode-4", "ran"), ("decode-2", "ran"),
+                                  ("decode-1", "ran"), ("prefill-255", "ran")]
+    monkeypatch.setenv("TRTX_FAULTS", "drop_prepare_hook:decode_attention")
+    with pytest.raises(MetadataError, match="capture path"):
+        LLM(MODEL, max_num_seqs=8, warmup=True)
+
+
+def run_ranks(tmp_path, **options):
+    logs = (tmp_path / "logs").resolve()
+    try:
+        return evaluate_on_ranks(MODEL, MODEL / "eval.jsonl", 2, 2, 240, logs, max_samples=8, warmup=True,
+                                 **options)
+    finally:
+        assert not leftovers(logs)
+
+
+def test_one_rank_of_four_out_of_memory_in_warmup_makes_every_rank_skip_the_shape(tmp_path, monkeypatch):
+    monkeypatch.setenv("TRTX_FAULTS", "warmup_oom@2:decode-8")
+    got = run_ranks(tmp_path)
+    reports = [r["warmup"] for r in got.ranks]
+    assert all(rep == reports[0] for rep in reports)
+    skipped = [name for name, what in reports[0] if what != "ran"]
+    assert skipped == ["decode-8"] and "rank 2 (reports out of memory" in dict(reports[0])["decode-8"]
+    for r in range(4):
+        log = (tmp_path / "logs" / f"rank-{r}.log").read_text()
+        assert "warmup shape decode-8 does not fit on rank 2" in log and "every rank skips it" in log
+
+
+def test_or_every_rank_stops_with_one_clear_error(tmp_path, monkeypatch):
+    monkeypatch.setenv("TRTX_FAULTS", "warmup_oom@2:decode-8")
+    with pytest.raises(RankJobError) as err:
+        run_ranks(tmp_path, warmup_oom="stop")
+    launch = err.value.launch
+    assert launch.reason == "failed"
+    text = " ".join(launch.ranks[launch.first_failure].traceback().split())
+    assert "WarmupError: warmup shape decode-8 does not fit on rank 2" in text and "every rank stops" in text
