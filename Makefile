@@ -3,11 +3,15 @@
 VENV ?= .venv
 PY := $(VENV)/bin/python
 
-.PHONY: run test bench bench-mtp
+.PHONY: run test unit bench bench-mtp bench-parallel
+# The main job: the l0_cpu test list (accuracy and acceptance gates on CPU ranks).
 run: $(VENV)/.setup-test
-	$(VENV)/bin/trtx eval --model tiny-arith --mtp-nextn 2
+	$(VENV)/bin/trtx run l0_cpu --results results/l0_cpu
 
-test: $(VENV)/.setup-test
+# What CI runs: the unit tests, then the l0_cpu list.
+test: unit run
+
+unit: $(VENV)/.setup-test
 	$(PY) -m pytest
 
 bench: $(VENV)/.setup-test
@@ -15,6 +19,9 @@ bench: $(VENV)/.setup-test
 
 bench-mtp: $(VENV)/.setup-test
 	$(PY) benchmarks/bench_mtp.py
+
+bench-parallel: $(VENV)/.setup-test
+	$(PY) benchmarks/bench_parallel.py
 
 $(VENV)/.setup-test: pyproject.toml scripts/setup.sh
 	TRTX_VENV=$(VENV) scripts/setup.sh test

@@ -168,4 +168,4 @@ class RankJobError(Exception):
 
     def __init__(self, launch):
         self.launch = launch
-        super().__init__(f"the {len(launch.ranks)}-rank job {launch.reason} (logs in {launch.log_dir})")
+        super().__init__(launch.summary())

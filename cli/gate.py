@@ -1,0 +1,129 @@
+"""The gates an integration test applies to an eval result, and the references they compare with.
+
+Accuracy: a one-sided hypothesis test (DESIGN.md, "Statistics"). With the reference accuracy ref
+(0-100, measured on the reference configuration), the per-sample standard deviation sigma (50:
+a Bernoulli at p = 0.5 on the 0-100 scale) and n samples run,
+    scale     = sqrt(2 sigma^2 / n)
+    threshold = ref + z(alpha) scale        (z(alpha) < 0: the run may fall this far below ref)
+    theta     = -(z(alpha) + z(beta)) scale (the smallest drop the test detects with power 1-beta)
+The threshold holds for the n it was computed for only, so it is computed from the n actually
+run, and the report shows ref, threshold, measured, n, alpha, beta, sigma and theta either way.
+
+Acceptance (MTP): the run's acceptance rate must reach a floor (0.50 by default) and, when the
+reference has one for this configuration, a relative floor (by default 90%) of it.
+
+References (`tests/integration/references/<dataset>.yaml`), one list per model:
+    tiny-arith:
+      - accuracy: 84.5
+      - spec_dec_algo: MTP
+        mtp_nextn: 2
+        accuracy: 84.5
+        acceptance_rate: 0.761
+The first entry whose configuration keys (every key but the metrics) equal the run's spec
+exactly wins; no matching entry is an error, never a silent pass.
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from pathlib import Path
+from statistics import NormalDist
+
+import yaml
+
+METRIC_KEYS = {"accuracy", "acceptance_rate", "sigma", "alpha", "beta"}
+
+
+class ReferenceError(ValueError):
+    pass
+
+
+def load_reference(path: Path, model: str, spec: dict) -> dict:
+    """The reference entry for `model` whose configuration keys equal `spec`."""
+    try:
+        data = yaml.safe_load(path.read_text()) or {}
+    except FileNotFoundError:
+        raise ReferenceError(f"{path}: no references file for this dataset") from None
+    except yaml.YAMLError as e:
+        raise ReferenceError(f"{path}: not valid YAML ({e})") from None
+    entries = data.get(model)
+    if not isinstance(entries, list):
+        raise ReferenceError(f"{path}: no reference list for model {model!r} (has: {', '.join(data) or 'none'})")
+    for entry in entries:
+        if {k: v for k, v in entry.items() if k not in METRIC_KEYS} == spec:
+            return entry
+    raise ReferenceError(f"{path}: no {model!r} reference for configuration {spec or '{}'} "
+                         f"(entries: {[{k: v for k, v in e.items() if k not in METRIC_KEYS} for e in entries]})")
+
+
+@dataclass
+class AccuracyGate:
+    ref: float
+    measured: float
+    n: int
+    alpha: float = 0.05
+    beta: float = 0.2
+    sigma: float = 50.0
+
+    @property
+    def scale(self) -> float:
+        return math.sqrt(2 * self.sigma ** 2 / self.n)
+
+    @property
+    def threshold(self) -> float:
+        return self.ref + NormalDist().inv_cdf(self.alpha) * self.scale
+
+    @property
+    def theta(self) -> float:
+        return -(NormalDist().inv_cdf(self.alpha) + NormalDist().inv_cdf(self.beta)) * self.scale
+
+    @property
+    def passed(self) -> bool:
+        return self.measured >= self.threshold
+
+    def report(self) -> str:
+        verdict = "PASS" if self.passed else "FAIL"
+        return (f"accuracy {verdict}: measured {self.measured:.2f} vs threshold {self.threshold:.2f} "
+                f"(ref {self.ref:.2f}, n {self.n}, alpha {self.alpha}, beta {self.beta}, sigma {self.sigma}, "
+                f"theta {self.theta:.2f})")
+
+    def as_metrics(self) -> dict:
+        return {"accuracy": self.measured, "accuracy_threshold": round(self.threshold, 3),
+                "accuracy_ref": self.ref, "n": self.n, "alpha": self.alpha, "beta": self.beta,
+                "sigma": self.sigma, "theta": round(self.theta, 3)}
+
+
+@dataclass
+class AcceptanceGate:
+    measured: float
+    floor: float = 0.50
+    ref: float | None = None
+    relative_floor: float = 0.9
+
+    @property
+    def threshold(self) -> float:
+        return max(self.floor, self.relative_floor * self.ref) if self.ref is not None else self.floor
+
+    @property
+    def passed(self) -> bool:
+        return self.measured >= self.threshold
+
+    def report(self) -> str:
+        verdict = "PASS" if self.passed else "FAIL"
+        ref = f", ref {self.ref:.3f} x {self.relative_floor}" if self.ref is not None else ""
+        return (f"acceptance {verdict}: measured {self.measured:.3f} vs threshold {self.threshold:.3f} "
+                f"(floor {self.floor}{ref})")
+
+    def as_metrics(self) -> dict:
+        return {"acceptance_rate": self.measured, "acceptance_threshold": round(self.threshold, 3)}
+
+
+def gate_result(result, reference: dict, acceptance_floor: float = 0.50) -> tuple[list, str]:
+    """Both gates for an EvalResult against its reference entry: (gates, full report)."""
+    gates: list = [AccuracyGate(reference["accuracy"], result.accuracy, result.n,
+                                **{k: reference[k] for k in ("alpha", "beta", "sigma") if k in reference})]
+    if result.spec:
+        gates.append(AcceptanceGate(result.spec["acceptance_rate"], acceptance_floor,
+                                    reference.get("acceptance_rate")))
+    return gates, "\n".join(g.report() for g in gates)
+

@@ -1,0 +1,90 @@
+"""Accuracy and MTP acceptance of the bundled model on every engine configuration, each run on real
+ranks through the launcher and gated against tests/integration/references (cli/gate.py), and the
+regression tests of the four production failures the engine's invariants guard against.
+
+Test ids name the configuration: test_accuracy[pp4-mtp_nextn=2]. Metrics (accuracy, threshold,
+n, acceptance) are recorded for `trtx report`; the full gate report is printed pass or fail.
+"""
+import os
+from pathlib import Path
+
+import pytest
+from ranks import leftovers
+
+from trtx.cli.evaluate import MODELS_DIR, evaluate_on_ranks
+from trtx.cli.gate import gate_result, load_reference
+
+MODEL = MODELS_DIR / "tiny-arith"
+DATA = MODEL / "eval.jsonl"
+REFERENCES = Path(__file__).parents[1] / "references" / "tiny-arith-eval.yaml"
+# Problems per run: the gate's threshold is computed for this n. TRTX_EVAL_SAMPLES=600 runs them all.
+SAMPLES = int(os.environ.get("TRTX_EVAL_SAMPLES", "200"))
+JOB_TIMEOUT_S = 600
+LAYOUTS = {"single": (1, 1, False), "tp2": (2, 1, False), "tp4": (4, 1, False), "pp2": (1, 2, False),
+           "pp4": (1, 4, False), "tp2pp2": (2, 2, False), "adp2": (2, 1, True), "adp4": (4, 1, True),
+           "adp8": (8, 1, True), "tp2pp4": (2, 4, False), "tp4pp2": (4, 2, False)}
+RUNS = ([("single", k) for k in (0, 1, 2, 3)]
+        + [(c, k) for c in ("tp2", "tp4", "pp2", "tp2pp2", "adp2", "adp4") for k in (0, 2)]
+        + [("pp4", k) for k in (0, 1, 2, 3)]
+        + [(c, k) for c in ("adp8", "tp2pp4", "tp4pp2") for k in (0, 2)])     # 8 ranks
+
+
+def spec(nextn: int) -> dict:
+    return {"spec_dec_algo": "MTP", "mtp_nextn": nextn} if nextn else {}
+
+
+def run(tmp_path, layout: str, nextn: int, **options):
+    tp, pp, adp = LAYOUTS[layout]
+    logs = (tmp_path / "logs").resolve()
+    try:
+        return evaluate_on_ranks(MODEL, DATA, tp, pp, JOB_TIMEOUT_S, logs, adp=adp, mtp_nextn=nextn,
+                                 max_samples=SAMPLES, **options)
+    finally:
+        assert not leftovers(logs), "processes of the job were left running"
+
+
+def gate(result, nextn, record_property):
+    gates, report = gate_result(result, load_reference(REFERENCES, "tiny-arith", spec(nextn)))
+    for g in gates:
+        for key, value in g.as_metrics().items():
+            record_property(key, value)
+    print(report)
+    assert all(g.passed for g in gates), report
+
+
+class TestTinyArith:
+    @pytest.mark.parametrize("layout,nextn", RUNS, ids=[f"{c}-mtp_nextn={k}" for c, k in RUNS])
+    def test_accuracy(self, tmp_path, record_property, layout, nextn):
+        gate(run(tmp_path, layout, nextn), nextn, record_property)
+
+
+class TestProductionRegressions:
+    """One test per production failure, named for what it guards (DESIGN.md, invariants 1-4)."""
+
+    def test_mtp_layers_kept_on_last_pp_stage_pp4(self, tmp_path, record_property):
+        result = run(tmp_path, "pp4", 2)
+        last = [r for r in result.ranks if r["pp_rank"] == 3]
+        assert all(r["mtp_module"] for r in last) and not any(r["mtp_module"] for r in result.ranks if r not in last)
+        gate(result, 2, record_property)
+
+    def test_adp_dry_rank_with_all_rank_stats_joins_every_collective(self, tmp_path, record_property, monkeypatch):
+        monkeypatch.setenv("TRTX_FAULTS", "idle_rank@1:30,all_rank_stats")
+        monkeypatch.setenv("TRTX_CHECK_COLLECTIVES", "1")
+        result = run(tmp_path, "adp4", 2, max_num_seqs=4)
+        assert all(r["stats_from_ranks"] == [0, 1, 2, 3] for r in result.ranks)
+        assert set(range(1, 31)) <= set(result.ranks[1]["idle_iterations"])
+        gate(result, 2, record_property)
+
+    def test_capture_path_prepares_every_metadata_field(self, tmp_path, record_property):
+        result = run(tmp_path, "tp2", 2, warmup=True)
+        assert all(what == "ran" for r in result.ranks for _, what in r["warmup"])
+        gate(result, 2, record_property)
+
+    def test_warmup_oom_on_one_rank_is_agreed_by_all(self, tmp_path, record_property, monkeypatch):
+        monkeypatch.setenv("TRTX_FAULTS", "warmup_oom@2:decode-16")
+        result = run(tmp_path, "tp2pp2", 0, warmup=True)
+        for r in result.ranks:
+            skipped = [name for name, what in r["warmup"] if what != "ran"]
+            assert skipped == ["decode-16"], f"rank {r['rank']} skipped {skipped}"
+        gate(result, 0, record_property)
+
