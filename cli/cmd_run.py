@@ -88,9 +88,10 @@ def run(context, matches, keyword, results_dir, junit, timeout_min, shard_spec, 
         console.print(f"no tests of {context} apply to this system (see `trtx list {context} --explain`)")
         return
 
-    results_path = Path(results_dir)
+    # Absolute: the pytest children run in the test root, where a relative path would not resolve.
+    results_path = Path(results_dir).resolve()
     _fresh_results_dir(results_path)
-    junit_path = Path(junit) if junit else results_path / JUNIT_FILE
+    junit_path = Path(junit).resolve() if junit else results_path / JUNIT_FILE
     console.print(f"[bold]trtx run {context}[/]: {len(entries)} list entries, results in {results_path}/")
     runner = Runner(Path(test_root).resolve(), results_path, junit_path, keyword, console)
     results = runner.run(plan(entries, waives, info, timeout_min))

@@ -7,8 +7,10 @@ Bundled models live in models/<name>/ (checkpoint plus eval.jsonl) and are addre
 """
 from __future__ import annotations
 
+import json
 import os
 import re
+import sys
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -130,12 +132,9 @@ def evaluate(model_dir: Path, dataset: Path, mtp_nextn: int = 0, max_samples: in
 
 
 def evaluate_on_ranks(model_dir: Path, dataset: Path, tp: int, pp: int, timeout_s: float, log_dir: Path,
-                      on_start=None, **options) -> EvalResult:
+                      **options) -> EvalResult:
     """Run the eval on tp x pp ranks through the launcher (cli/eval_rank.py on every rank) and
     collect the result. A failed or hung job raises RankJobError with the launcher's report."""
-    import json
-    import sys
-
     from trtx.engine.config import ModelConfig
     from trtx.engine.parallel import check_layout
 
@@ -151,11 +150,7 @@ def evaluate_on_ranks(model_dir: Path, dataset: Path, tp: int, pp: int, timeout_
             cmd.append(flag)
         elif value not in (None, False):
             cmd += [flag, str(value)]
-    job = Launch(tp * pp, cmd, timeout_s, log_dir)
-    job.start()
-    if on_start:
-        on_start(job)
-    launch = job.wait()
+    launch = Launch(tp * pp, cmd, timeout_s, log_dir).run()
     if launch.exit_code != 0:
         raise RankJobError(launch)
     data = json.loads((out / "result.json").read_text())

@@ -43,6 +43,12 @@ def run(tmp_path, layout: str, nextn: int, **options):
         assert not leftovers(logs), "processes of the job were left running"
 
 
+def with_faults(monkeypatch, faults: str) -> None:
+    """Add the load a regression test needs to whatever faults the caller switched on (so that
+    TRTX_FAULTS=gather_when_finished still reaches the test that would catch it)."""
+    monkeypatch.setenv("TRTX_FAULTS", ",".join(f for f in (os.environ.get("TRTX_FAULTS"), faults) if f))
+
+
 def gate(result, nextn, record_property):
     gates, report = gate_result(result, load_reference(REFERENCES, "tiny-arith", spec(nextn)))
     for g in gates:
@@ -68,7 +74,7 @@ class TestProductionRegressions:
         gate(result, 2, record_property)
 
     def test_adp_dry_rank_with_all_rank_stats_joins_every_collective(self, tmp_path, record_property, monkeypatch):
-        monkeypatch.setenv("TRTX_FAULTS", "idle_rank@1:30,all_rank_stats")
+        with_faults(monkeypatch, "idle_rank@1:30,all_rank_stats")
         monkeypatch.setenv("TRTX_CHECK_COLLECTIVES", "1")
         result = run(tmp_path, "adp4", 2, max_num_seqs=4)
         assert all(r["stats_from_ranks"] == [0, 1, 2, 3] for r in result.ranks)
@@ -81,7 +87,7 @@ class TestProductionRegressions:
         gate(result, 2, record_property)
 
     def test_warmup_oom_on_one_rank_is_agreed_by_all(self, tmp_path, record_property, monkeypatch):
-        monkeypatch.setenv("TRTX_FAULTS", "warmup_oom@2:decode-16")
+        with_faults(monkeypatch, "warmup_oom@2:decode-16")
         result = run(tmp_path, "tp2pp2", 0, warmup=True)
         for r in result.ranks:
             skipped = [name for name, what in r["warmup"] if what != "ran"]

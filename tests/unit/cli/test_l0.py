@@ -11,7 +11,8 @@ import pytest
 
 TRTX = shutil.which("trtx", path=str(Path(sys.executable).parent))
 REPO = Path(__file__).parents[3]
-REGRESSION = "accuracy/test_tiny_arith.py::TestProductionRegressions::test_mtp_layers_kept_on_last_pp_stage_pp4"
+REGRESSIONS = "accuracy/test_tiny_arith.py::TestProductionRegressions::"
+REGRESSION = REGRESSIONS + "test_mtp_layers_kept_on_last_pp_stage_pp4"
 pytestmark = pytest.mark.timeout(600)
 
 
@@ -66,3 +67,13 @@ def test_an_engine_fault_turns_its_test_red_and_a_waive_turns_the_run_green(tmp_
     assert trtx("waive", "remove", REGRESSION, "--waives-file", str(waives)).returncode == 0
     res, finish = run_regression(tmp_path, "back", waives)
     assert res.returncode == 1 and [e["outcome"] for e in finish] == ["failed"]
+
+
+def test_a_desynchronised_gather_turns_the_attention_dp_regression_red(tmp_path):
+    results = tmp_path / "results"
+    res = trtx("run", "l0_cpu", "-k", "test_adp_dry_rank_with_all_rank_stats_joins_every_collective",
+               "--results", str(results), env={"TRTX_FAULTS": "gather_when_finished"})
+    finish = [json.loads(line) for line in (results / "results.jsonl").read_text().splitlines()
+              if json.loads(line).get("event") == "finish"]
+    assert res.returncode == 1 and [e["outcome"] for e in finish] == ["failed"]
+    assert "CollectiveDesync" in finish[0]["message"] and "engine_core.py" in finish[0]["message"]

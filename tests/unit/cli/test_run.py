@@ -142,3 +142,14 @@ def test_sigkill_mid_run_leaves_valid_results_and_no_process(tmp_path):
     assert got["suite/test_run.py::test_ok"]["outcome"] == "passed"
     hang = got["suite/test_run.py::test_hangs"]
     assert hang["outcome"] == "error" and "never finished" in hang["message"]
+
+
+def test_a_relative_results_folder_works(tmp_path):
+    """The pytest children run in the test root; results given relative to the caller's
+    directory must still land there (the default, `results`, is relative)."""
+    tree = tmp_path / "t"
+    shutil.copytree(FIXTURE, tree)
+    res = subprocess.run([TRTX, "run", "fx_run", *map(str, _args(tree, "rel-results", "-k", "test_ok"))],
+                         cwd=tmp_path, capture_output=True, text=True, timeout=180)
+    assert res.returncode == 0, res.stdout + res.stderr
+    assert [t["outcome"] for t in outcomes(tmp_path / "rel-results").values()] == ["passed"]
