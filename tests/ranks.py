@@ -13,3 +13,17 @@ def leftovers(log_dir):
         except (psutil.NoSuchProcess, psutil.AccessDenied):
             pass
     return found
+
+
+PROMPTS = ["The quick brown fox jumps over the lazy dog.", "Ann has 3 coins; Tom has 14.", "x" * 40, "42+17=", "Hi"]
+
+
+def prompts_of(model_dir, n: int) -> list[str]:
+    """The first n prompts of the model's eval set, or fixed text for a checkpoint without one."""
+    import json
+    from pathlib import Path
+    path = Path(model_dir) / "eval.jsonl"
+    if not path.exists():
+        return PROMPTS[:n]
+    with open(path) as f:
+        return [json.loads(line)["prompt"] for line, _ in zip(f, range(n))]

@@ -2,13 +2,13 @@
 rank layout, outputs against a single rank, where the MTP weights live, what each rank holds,
 and the logits' difference from one rank (float reduction order only). Every job runs through
 the launcher with a timeout, and none may leave a process behind."""
-import json
 import sys
 from pathlib import Path
 
 import pytest
 import torch
-from ranks import leftovers
+from checkpoints import make_checkpoint
+from ranks import leftovers, prompts_of
 from safetensors import safe_open
 
 from trtx.cli.evaluate import MODELS_DIR, RankJobError, evaluate, evaluate_on_ranks
@@ -136,23 +136,27 @@ def test_dropped_mtp_weights_on_the_last_stage_stop_the_job_with_a_clear_error(t
     assert "the last pipeline stage holds no MTP module weights" in launch.ranks[1].traceback()
 
 
+def context_logits_on_ranks(tmp_path, model, tp, pp):
+    logs, out = (tmp_path / "logs").resolve(), tmp_path / "logits.pt"
+    job = Path(__file__).parents[2] / "jobs" / "logits_job.py"
+    result = Launch(tp * pp, [sys.executable, str(job), str(model), str(tp), str(pp), str(out)],
+                    JOB_TIMEOUT_S, logs).run()
+    assert not leftovers(logs)
+    assert result.exit_code == 0, result.summary()
+    return torch.load(out)
+
+
+def context_logits(model):
+    outs = LLM(model).generate(prompts_of(model, 8), SamplingParams(max_tokens=1, return_context_logits=True))
+    return [o.context_logits for o in outs]
+
+
 @pytest.mark.parametrize("config", ["tp2", "tp4", "pp2"])
 def test_logits_differ_from_one_rank_only_by_float_reduction_order(tmp_path, config):
     """Split matmuls summed by an all-reduce (or run in micro-batches) add the same products in
     another order: the logits move by float rounding, never by more, and the greedy choice is the
     same wherever the top two logits are further apart than that."""
-    tp, pp = CONFIGS[config]
-    logs, out = (tmp_path / "logs").resolve(), tmp_path / "logits.pt"
-    job = Path(__file__).parents[2] / "jobs" / "logits_job.py"
-    result = Launch(tp * pp, [sys.executable, str(job), str(MODEL), str(tp), str(pp), str(out)],
-                    JOB_TIMEOUT_S, logs).run()
-    assert not leftovers(logs)
-    assert result.exit_code == 0, result.ranks[result.first_failure or 0].traceback()
-    with open(DATA) as f:
-        prompts = [json.loads(line)["prompt"] for line, _ in zip(f, range(8))]
-    ref = [o.context_logits for o in LLM(MODEL).generate(prompts, SamplingParams(max_tokens=1,
-                                                                                 return_context_logits=True))]
-    got = torch.load(out)
+    ref, got = context_logits(MODEL), context_logits_on_ranks(tmp_path, MODEL, *CONFIGS[config])
     worst = max((a - b).abs().max().item() for a, b in zip(ref, got))
     assert worst < 1e-4, f"{config}: logits differ by {worst}, more than reduction order explains"
     for a, b in zip(ref, got):
@@ -160,3 +164,13 @@ def test_logits_differ_from_one_rank_only_by_float_reduction_order(tmp_path, con
         clear = (top2[:, 0] - top2[:, 1]) > 2 * worst
         assert torch.equal(a.argmax(-1)[clear], b.argmax(-1)[clear])
 
+
+@pytest.mark.parametrize("arch,overrides,tp", [("qwen2", {}, 2), ("llama", {"attention_bias": True, "mlp_bias": True}, 4)],
+                         ids=["qwen2-qkv_bias-tp2", "llama-all_biases-tp4"])
+def test_biases_are_split_and_added_once_under_tensor_parallelism(tmp_path, arch, overrides, tp):
+    """Column-parallel biases are sliced with their rows; a row-parallel bias (o_proj, down_proj)
+    is added by one rank only, or the all-reduce would count it tp times. tp4 on 2 KV heads also
+    replicates each KV head on two ranks."""
+    model = make_checkpoint(tmp_path / "ckpt", arch, **overrides)
+    ref, got = context_logits(model), context_logits_on_ranks(tmp_path, model, tp, 1)
+    assert max((a - b).abs().max().item() for a, b in zip(ref, got)) < 1e-4
