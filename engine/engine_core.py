@@ -20,7 +20,7 @@ from .model import LlamaForCausalLM
 from .model_runner import ModelRunner
 from .prepare import SeqChunk, synthetic_chunks
 from .mtp import DraftJob, MtpDrafter, MtpModule
-from .parallel import Parallel
+from .parallel import Parallel, split_evenly
 from .request import Request, Status
 from .scheduler import ScheduledBatch, Scheduler
 from .speculative import verify
@@ -205,7 +205,8 @@ class EngineCore:
             return self.runner.forward(inputs), inputs.last_index
         p, m = self.parallel, self.mapping
         outs, sends, last_index, offset = [], [], [], 0
-        for group in _split(len(chunks), min(m.pp_size, len(chunks))):
+        parts = min(m.pp_size, len(chunks))
+        for group in (split_evenly(len(chunks), parts, i) for i in range(parts)):
             inputs = self.runner.prepare([chunks[i] for i in group], path)
             tokens = len(inputs.input_ids)
             hidden = residual = None
@@ -394,9 +395,3 @@ def _held_elsewhere(targets: dict, num_layers: int):
         return name in _TOP_LEVEL
     return match
 
-
-def _split(n: int, parts: int) -> list[range]:
-    """range(n) cut into `parts` contiguous pieces of near-equal size."""
-    base, extra = divmod(n, parts)
-    bounds = [i * base + min(i, extra) for i in range(parts + 1)]
-    return [range(bounds[i], bounds[i + 1]) for i in range(parts)]

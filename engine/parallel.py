@@ -70,13 +70,19 @@ class RankMapping:
         return list(range(pp_rank * self.tp_size, (pp_rank + 1) * self.tp_size))
 
 
+def split_evenly(n: int, parts: int, index: int) -> range:
+    """Part `index` of range(n) cut into `parts` contiguous pieces whose sizes differ by at most
+    one, the larger ones first (layers over stages, query heads over ranks, micro-batches)."""
+    base, extra = divmod(n, parts)
+    start = index * base + min(index, extra)
+    return range(start, start + base + (index < extra))
+
+
 def stage_layers(num_layers: int, pp_size: int, pp_rank: int) -> range:
     """The decoder layers a pipeline stage runs: an even split, the remainder to the first stages."""
     if pp_size > num_layers:
         raise ValueError(f"pipeline parallel size {pp_size} is larger than the model's {num_layers} layers")
-    base, extra = divmod(num_layers, pp_size)
-    start = pp_rank * base + min(pp_rank, extra)
-    return range(start, start + base + (pp_rank < extra))
+    return split_evenly(num_layers, pp_size, pp_rank)
 
 
 @dataclass(frozen=True)
@@ -111,9 +117,8 @@ def head_shard(num_heads: int, num_kv_heads: int, tp_size: int, tp_rank: int) ->
         raise ValueError(f"tp size {tp_size} leaves some ranks without a query head "
                          f"({num_heads} query heads, {num_kv_heads} key/value heads)")
     kv_head, sub = divmod(tp_rank, per_kv)
-    base, extra = divmod(group, per_kv)
-    start = kv_head * group + sub * base + min(sub, extra)
-    return HeadShard(start, base + (sub < extra), kv_head, 1)
+    mine = split_evenly(group, per_kv, sub)
+    return HeadShard(kv_head * group + mine.start, len(mine), kv_head, 1)
 
 
 def check_layout(cfg, tp_size: int, pp_size: int, attention_dp: bool = False) -> None:
