@@ -23,7 +23,7 @@ from .mtp import DraftJob, MtpDrafter, MtpModule
 from .parallel import Parallel, split_evenly
 from .request import Request, Status
 from .scheduler import ScheduledBatch, Scheduler
-from .speculative import verify
+from .speculative import accept_greedy, verify
 from .tokenizer import Tokenizer
 
 
@@ -85,9 +85,12 @@ class EngineCore:
         # another rank owns wait here until that rank's result arrives (see _flush).
         self.remote: dict[int, Request] = {}
         self.load = [[0, 0] for _ in range(parallel.tp.size)]       # [tokens, requests] routed to each rank
-        self.owner: dict[int, int] = {}
         self.num_served = 0                                          # requests this rank ran
         self.gather_stats = gather_iteration_stats or bool(faults.get("all_rank_stats", self.mapping.rank))
+        # Faults that act every iteration, read once here rather than on the step's path.
+        idle = faults.get("idle_rank", self.mapping.rank)
+        self.idle_iterations = int(idle.arg or 0) if idle else 0
+        self.plant_gather = bool(faults.get("gather_when_finished", self.mapping.rank))
         self.iteration_stats: list[dict] = []
 
     def add_request(self, req: Request) -> None:
@@ -119,10 +122,12 @@ class EngineCore:
         """Attention DP: the rank with the fewest routed tokens (then requests) takes it, the same
         choice on every rank since every rank routes every request in the same order."""
         rank = min(range(len(self.load)), key=lambda r: (self.load[r][0], self.load[r][1], r))
-        self.load[rank][0] += len(req.prompt_token_ids) + req.params.max_tokens
-        self.load[rank][1] += 1
-        self.owner[req.request_id] = rank
+        self._count_load(rank, req, +1)
         return rank
+
+    def _count_load(self, rank: int, req: Request, sign: int) -> None:
+        self.load[rank][0] += sign * (len(req.prompt_token_ids) + req.params.max_tokens)
+        self.load[rank][1] += sign
 
     def step(self) -> list[Request]:
         """Run one forward over the scheduled batch; returns the requests that finished.
@@ -144,8 +149,8 @@ class EngineCore:
     def _adp_step(self) -> list[Request]:
         """Attention DP: run this rank's own batch, or a one-token dummy forward when it has
         nothing (or a fault keeps it idle): the forward's collectives need every rank."""
-        idle = faults.get("idle_rank", self.mapping.rank)
-        batch = ScheduledBatch() if idle and self.num_steps <= int(idle.arg or 0) else self.scheduler.schedule()
+        idle = self.num_steps <= self.idle_iterations
+        batch = ScheduledBatch() if idle else self.scheduler.schedule()
         self._record_stats(batch)
         if batch:
             return self._run(batch)
@@ -229,13 +234,16 @@ class EngineCore:
         if not sampling:
             return []
         logits = self.runner.logits(hidden, [row for _, rows, _, _ in sampling for row in rows])
+        argmax = logits.argmax(dim=-1).tolist()          # one call for every greedy row of the step
         decisions, offset = [], 0
         for req, rows, _, _ in sampling:
-            drafts, probs = req.draft_token_ids, req.draft_probs
-            decisions.append(verify(logits[offset:offset + len(rows)], drafts,
-                                    torch.stack(probs) if drafts and probs[0] is not None else None,
-                                    req.params, req.generator))
-            offset += len(rows)
+            drafts, probs, end = req.draft_token_ids, req.draft_probs, offset + len(rows)
+            if req.params.greedy:
+                decisions.append(accept_greedy(argmax[offset:end], drafts))
+            else:
+                decisions.append(verify(logits[offset:end], drafts, torch.stack(probs) if drafts else None,
+                                        req.params, req.generator))
+            offset = end
         return decisions
 
     def _apply(self, sampling, decisions, jobs) -> tuple[list[Request], list[DraftJob]]:
@@ -289,23 +297,23 @@ class EngineCore:
         finished (so every rank returns every output) and, when asked for, every rank's iteration
         statistics (invariant 2). Returns every rank's finished requests."""
         comm = self.adp.comm
-        if finished and faults.get("gather_when_finished", self.mapping.rank):
+        if finished and self.plant_gather:
             comm.all_gather_object([r.request_id for r in finished])      # the planted bug
         mine = {"done": [_result(r) for r in finished],
                 "stats": self.iteration_stats[-1:] if self.gather_stats else []}
         everyone = comm.all_gather_object(mine)
         done = list(finished)
-        for rank, payload in enumerate(everyone):
-            if rank != self.mapping.tp_rank:
-                self.iteration_stats += payload["stats"]
+        for rank, payload in enumerate(everyone):           # a payload's rank owned its requests
+            if rank == self.mapping.tp_rank:
+                for req in finished:
+                    self._count_load(rank, req, -1)
+                continue
+            self.iteration_stats += payload["stats"]
             for result in payload["done"]:
-                req = self.remote.pop(result["request_id"], None)
-                if req is not None:
-                    _adopt(req, result)
-                    done.append(req)
-                owner = self.load[self.owner.pop(result["request_id"])]
-                owner[0] -= result["num_prompt_tokens"] + result["max_tokens"]
-                owner[1] -= 1
+                req = self.remote.pop(result["request_id"])
+                _adopt(req, result)
+                done.append(req)
+                self._count_load(rank, req, -1)
         return done
 
     def _record_stats(self, batch: ScheduledBatch) -> None:
@@ -367,8 +375,7 @@ def _result(req: Request) -> dict:
     """What another rank needs of a finished request to return it as its own."""
     return {"request_id": req.request_id, "output_token_ids": req.output_token_ids,
             "finish_reason": req.finish_reason, "stop_text_end": req.stop_text_end, "spec": req.spec,
-            "context_logits": req.context_logits, "num_prompt_tokens": len(req.prompt_token_ids),
-            "max_tokens": req.params.max_tokens}
+            "context_logits": req.context_logits}
 
 
 def _adopt(req: Request, result: dict) -> None:

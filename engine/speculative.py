@@ -71,11 +71,7 @@ def verify(target_logits: torch.Tensor, drafts: list[int], draft_probs: torch.Te
     accepted drafts then one more, number of drafts accepted)."""
     k = len(drafts)
     if params.greedy:
-        target = target_logits.argmax(dim=-1).tolist()
-        n = 0
-        while n < k and drafts[n] == target[n]:
-            n += 1
-        return drafts[:n] + [target[n]], n
+        return accept_greedy(target_logits.argmax(dim=-1).tolist(), drafts)
     p = filtered_probs(target_logits, params)
     u = torch.rand(k, generator=generator, device=p.device).tolist() if k else []
     for i, d in enumerate(drafts):
@@ -87,3 +83,11 @@ def verify(target_logits: torch.Tensor, drafts: list[int], draft_probs: torch.Te
             return drafts[:i] + [int(torch.multinomial(dist, 1, generator=generator))], i
     return drafts + [int(torch.multinomial(p[k], 1, generator=generator))], k
 
+
+def accept_greedy(target: list[int], drafts: list[int]) -> tuple[list[int], int]:
+    """Greedy verification from the target's argmax at [t, d_1..d_K] (the engine takes the
+    argmax of every greedy row of a step at once)."""
+    n = 0
+    while n < len(drafts) and drafts[n] == target[n]:
+        n += 1
+    return drafts[:n] + [target[n]], n
