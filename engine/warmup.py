@@ -43,11 +43,9 @@ class Shape:
 
 def shapes(max_num_seqs: int, max_num_tokens: int, max_model_len: int, nextn: int) -> list[Shape]:
     sizes, s = [], max_num_seqs
-    while s >= 1:
+    while s >= 1:            # halving from max_num_seqs always ends at 1
         sizes.append(s)
         s //= 2
-    if sizes[-1] != 1:
-        sizes.append(1)
     decodes = [Shape("decode", s, 1 + nextn) for s in sizes if s * (1 + nextn) <= max_num_tokens]
     return decodes + [Shape("prefill", 1, min(max_num_tokens, max_model_len - 1))]
 
