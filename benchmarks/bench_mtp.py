@@ -11,10 +11,9 @@ nextn=0 at batch 1.
 from __future__ import annotations
 
 import argparse
-import json
 import time
 
-from trtx.cli.evaluate import default_dataset, resolve_model
+from trtx.cli.evaluate import default_dataset, load_problems, resolve_model
 from trtx.engine import LLM, SamplingParams
 from trtx.engine.speculative import SpecStats
 
@@ -28,8 +27,7 @@ def main():
     ap.add_argument("--repeat", type=int, default=3)
     args = ap.parse_args()
     model_dir = resolve_model(args.model)
-    with open(default_dataset(model_dir)) as f:
-        prompts = [json.loads(line)["prompt"] for line, _ in zip(f, range(args.prompts))]
+    prompts = [p["prompt"] for p in load_problems(default_dataset(model_dir), args.prompts)]
     sp = SamplingParams(max_tokens=96)
 
     print(f"{'batch':>5} {'nextn':>5} {'tok/s':>8} {'speedup':>8} {'accept len':>10} {'accept rate':>11}  same tokens")

@@ -20,10 +20,8 @@ PROMPTS = ["The quick brown fox jumps over the lazy dog.", "Ann has 3 coins; Tom
 
 def prompts_of(model_dir, n: int) -> list[str]:
     """The first n prompts of the model's eval set, or fixed text for a checkpoint without one."""
-    import json
     from pathlib import Path
+
+    from trtx.cli.evaluate import load_problems
     path = Path(model_dir) / "eval.jsonl"
-    if not path.exists():
-        return PROMPTS[:n]
-    with open(path) as f:
-        return [json.loads(line)["prompt"] for line, _ in zip(f, range(n))]
+    return [p["prompt"] for p in load_problems(path, n)] if path.exists() else PROMPTS[:n]

@@ -1,6 +1,5 @@
 """The shipped test lists and the product's main job, as a user runs them: which tests each list
 selects, an engine fault turning its test red with the reason, and waiving it."""
-import json
 import os
 import shutil
 import subprocess
@@ -8,6 +7,8 @@ import sys
 from pathlib import Path
 
 import pytest
+
+from trtx.cli.results import RESULTS_FILE, read_events
 
 TRTX = shutil.which("trtx", path=str(Path(sys.executable).parent))
 REPO = Path(__file__).parents[3]
@@ -44,13 +45,15 @@ def test_every_listed_test_exists_and_the_waive_file_is_clean():
         assert res.returncode == 0 and "unknown" not in res.stdout.lower(), res.stdout + res.stderr
 
 
+def finished(results_dir) -> list[dict]:
+    return [e for e in read_events(results_dir / RESULTS_FILE) if e["event"] == "finish"]
+
+
 def run_regression(tmp_path, name, waives):
     results = tmp_path / name
     res = trtx("run", "l0_cpu", "-k", "test_mtp_layers_kept_on_last_pp_stage_pp4", "--results", str(results),
                "--waives-file", str(waives), env={"TRTX_FAULTS": "drop_mtp_on_last_stage"})
-    events = [json.loads(line) for line in (results / "results.jsonl").read_text().splitlines()]
-    finish = [e for e in events if e.get("event") == "finish"]
-    return res, finish
+    return res, finished(results)
 
 
 def test_an_engine_fault_turns_its_test_red_and_a_waive_turns_the_run_green(tmp_path):
@@ -73,7 +76,6 @@ def test_a_desynchronised_gather_turns_the_attention_dp_regression_red(tmp_path)
     results = tmp_path / "results"
     res = trtx("run", "l0_cpu", "-k", "test_adp_dry_rank_with_all_rank_stats_joins_every_collective",
                "--results", str(results), env={"TRTX_FAULTS": "gather_when_finished"})
-    finish = [json.loads(line) for line in (results / "results.jsonl").read_text().splitlines()
-              if json.loads(line).get("event") == "finish"]
+    finish = finished(results)
     assert res.returncode == 1 and [e["outcome"] for e in finish] == ["failed"]
     assert "CollectiveDesync" in finish[0]["message"] and "engine_core.py" in finish[0]["message"]
