@@ -47,7 +47,7 @@ def print_report(result: LaunchResult, console) -> None:
             console.print(f"[bold]--- rank {r.rank} ({r.state}) ---[/]")
             console.print(escape(r.stack or "(no stack: the rank did not answer)"))
     elif result.reason == "launcher-error":
-        console.print("[bold red]the launcher failed before the ranks started[/]")
+        console.print(f"[bold red]the launcher failed before the ranks started[/] ({result.tries} tries)")
         console.print(escape(result.launcher_output.strip()[-3000:]))
     table = Table(title=f"trtx launch: {result.reason} in {result.duration_s:.1f} s (logs in {result.log_dir})")
     for col in ("rank", "state", "where", "last log lines"):

@@ -10,7 +10,9 @@ watches the rank logs and exit files:
   - at the timeout every live rank is asked for its Python stacks (SIGUSR1, dumped by faulthandler
     through a generated sitecustomize; `py-spy dump` for a rank stuck where Python cannot answer),
     then everything is killed;
-  - on any exit, Ctrl-C included, every process of the job is killed: none outlives the launcher.
+  - on any exit, Ctrl-C included, every process of the job is killed: none outlives the launcher;
+  - a launcher that fails before any rank started (mpirun's PMIx server now and then fails to
+    start on a loaded host) is tried once more; the first try's output stays in launcher-try1.log.
 """
 from __future__ import annotations
 
@@ -31,6 +33,7 @@ from . import rank_entry
 from .rank_entry import die_with_parent, rank_file
 
 STACK_WAIT_S = 3.0
+START_TRIES = 2         # a launcher-error (no rank ever started) is retried once
 POLL_S = 0.05
 _SITECUSTOMIZE = """\
 # Written by trtx's launcher: every Python process of a rank dumps all thread stacks on SIGUSR1.
@@ -95,6 +98,7 @@ class LaunchResult:
     log_dir: Path
     first_failure: int | None = None      # the rank whose failure ended the job
     launcher_output: str = ""
+    tries: int = 1                        # launcher starts (more than one: it failed before any rank ran)
 
     def summary(self, tail: int = 12) -> str:
         """What went wrong, in a few lines: the failing rank's traceback tail, or where each rank
@@ -108,7 +112,7 @@ class LaunchResult:
             return f"{head}; where each rank was:\n" + "\n".join(
                 f"  rank {r.rank} ({r.state}): {r.where() or 'no stack'}" for r in self.ranks)
         if self.reason == "launcher-error":
-            return f"{head}:\n{self.launcher_output.strip()[-2000:]}"
+            return f"{head}, {self.tries} tries:\n{self.launcher_output.strip()[-2000:]}"
         return head
 
 
@@ -159,6 +163,7 @@ class Launch:
         self.ranks = [RankState(r, log=Path(rank_file(self.log_dir, r, "log"))) for r in range(n)]
         self._offsets = [0] * n
         self._partial = [""] * n
+        self.tries = 0
 
     def run(self) -> LaunchResult:
         self.start()
@@ -166,6 +171,7 @@ class Launch:
 
     def start(self) -> None:
         """Start the ranks and return at once (the caller may load what it needs meanwhile)."""
+        self.tries += 1
         self.log_dir.mkdir(parents=True, exist_ok=True)
         for kind in ("log", "pid", "exit"):
             for old in glob.glob(rank_file(self.log_dir, "*", kind)):
@@ -185,7 +191,16 @@ class Launch:
         launcher_log.close()
 
     def wait(self) -> LaunchResult:
-        """Watch the job until it ends, fails, times out or is interrupted; leave nothing running."""
+        """Watch the job until it ends, fails, times out or is interrupted; leave nothing running.
+        A launcher that failed before any rank started is started again (START_TRIES)."""
+        result = self._watch()
+        if result.reason == "launcher-error" and self.tries < START_TRIES:
+            os.replace(self.log_dir / "launcher.log", self.log_dir / f"launcher-try{self.tries}.log")
+            self.start()
+            return self.wait()
+        return result
+
+    def _watch(self) -> LaunchResult:
         import psutil  # noqa: F401  (~45 ms, for _teardown: loaded while the ranks start, not before)
         start = self.started
         reason, first = "ok", None
@@ -220,7 +235,7 @@ class Launch:
         if code is None:
             rc = self.ranks[first].exit_code if first is not None else self.proc.returncode
             code = rc if rc and rc > 0 else 1
-        return LaunchResult(code, reason, self.ranks, duration, self.log_dir, first, launcher_out)
+        return LaunchResult(code, reason, self.ranks, duration, self.log_dir, first, launcher_out, self.tries)
 
     def _poll_ranks(self) -> None:
         for r in self.ranks:

@@ -50,6 +50,18 @@ def test_a_failing_rank_tears_the_job_down_fast(tmp_path):
     assert {result.ranks[r].state for r in (0, 1, 3)} <= {"killed", "exited 1"}
 
 
+def test_a_launcher_failing_before_any_rank_started_is_tried_again(tmp_path, monkeypatch):
+    """mpirun's start-up (its PMIx server) fails now and then on a loaded host; a start-up
+    failure is tried once more, and a lasting one is reported with both tries' output kept."""
+    monkeypatch.setenv("PRTE_MCA_rmaps_default_mapping_policy", "bogus")     # mpirun refuses to map
+    result = launch(tmp_path, "ok")
+    assert (result.reason, result.tries) == ("launcher-error", 2) and result.exit_code != 0
+    assert all(r.pid is None for r in result.ranks)
+    for log in ("launcher-try1.log", "launcher.log"):
+        assert "mapping directive is not recognized" in (result.log_dir / log).read_text()
+    assert "2 tries" in result.summary()
+
+
 def test_a_hang_reports_every_ranks_stack(tmp_path):
     result = launch(tmp_path, "skip", timeout_s=20)
     assert (result.reason, result.exit_code) == ("timeout", 124)
