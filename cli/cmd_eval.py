@@ -32,11 +32,15 @@ from .fsutil import atomic_write
 @click.option("--warmup", is_flag=True, help="Run every batch shape once before the eval (shapes agreed by all ranks).")
 @click.option("--warmup-oom", type=click.Choice(["skip", "stop"]), default="skip", show_default=True,
               help="A warmup shape that does not fit on some rank: every rank skips it, or all stop.")
+@click.option("--graphs", is_flag=True,
+              help="Replay decode steps as graphs captured per batch size, padded (implies --warmup; pp 1). "
+                   "CUDA graphs on GPUs; on CPU the same padded path runs eagerly, for testing.")
 @click.option("--timeout", "timeout_s", type=float, default=1800, show_default=True,
               help="With tp x pp > 1: seconds before the job counts as hung (every rank's stack is reported).")
 @click.option("--log-dir", type=click.Path(file_okay=False),
               help="With tp x pp > 1: per-rank logs (default: a new temporary folder).")
-def eval_cmd(model, dataset, tp, pp, adp, mtp_nextn, max_samples, max_num_seqs, json_out, samples, warmup, warmup_oom, timeout_s, log_dir):
+def eval_cmd(model, dataset, tp, pp, adp, mtp_nextn, max_samples, max_num_seqs, json_out, samples, warmup, warmup_oom,
+             graphs, timeout_s, log_dir):
     """Generate greedily for every problem of the eval set, grade the answers, and report accuracy
     (with n), MTP acceptance (rate, mean acceptance length, per-position rates) and tokens/s.
 
@@ -45,6 +49,8 @@ def eval_cmd(model, dataset, tp, pp, adp, mtp_nextn, max_samples, max_num_seqs, 
     from rich.console import Console
     from rich.table import Table
 
+    if graphs and pp > 1:
+        raise UserError("--graphs needs --pp 1: pipeline stages run eagerly")
     model_dir = resolve_model(model)
     data = Path(dataset) if dataset else default_dataset(model_dir)
     console = Console(highlight=False, stderr=True)
@@ -54,12 +60,13 @@ def eval_cmd(model, dataset, tp, pp, adp, mtp_nextn, max_samples, max_num_seqs, 
         try:
             if tp * pp == 1:
                 result, _llm = evaluate(model_dir, data, mtp_nextn=mtp_nextn, max_samples=max_samples,
-                                        max_num_seqs=max_num_seqs, warmup=warmup, warmup_oom=warmup_oom)
+                                        max_num_seqs=max_num_seqs, warmup=warmup, warmup_oom=warmup_oom,
+                                        graphs=graphs)
             else:
                 logs = Path(log_dir or tempfile.mkdtemp(prefix="trtx-eval-"))
                 result = evaluate_on_ranks(model_dir, data, tp, pp, timeout_s, logs, mtp_nextn=mtp_nextn, adp=adp,
                                            max_samples=max_samples, max_num_seqs=max_num_seqs, warmup=warmup,
-                                           warmup_oom=warmup_oom)
+                                           warmup_oom=warmup_oom, graphs=graphs)
         except ValueError as e:          # the engine's configuration errors (e.g. no MTP module)
             raise UserError(str(e)) from None
         except RankJobError as e:

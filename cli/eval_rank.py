@@ -25,6 +25,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--adp", action="store_true")
     ap.add_argument("--warmup", action="store_true")
     ap.add_argument("--warmup-oom", choices=["skip", "stop"], default="skip")
+    ap.add_argument("--graphs", action="store_true")
     ap.add_argument("--mtp-nextn", type=int, default=0)
     ap.add_argument("--max-samples", type=int)
     ap.add_argument("--max-num-seqs", type=int, default=64)
@@ -32,7 +33,7 @@ def main(argv: list[str] | None = None) -> int:
     args = ap.parse_args(argv)
     result, llm = evaluate(args.model, args.dataset, mtp_nextn=args.mtp_nextn, max_samples=args.max_samples,
                            max_num_seqs=args.max_num_seqs, tp=args.tp, pp=args.pp, adp=args.adp,
-                           warmup=args.warmup, warmup_oom=args.warmup_oom)
+                           warmup=args.warmup, warmup_oom=args.warmup_oom, graphs=args.graphs)
     info = result.ranks[0]
     args.out.mkdir(parents=True, exist_ok=True)
     atomic_write(args.out / f"rank-{info['rank']}.json", json.dumps(info, indent=1) + "\n")

@@ -100,7 +100,7 @@ class EvalResult:
 def evaluate(model_dir: Path, dataset: Path, mtp_nextn: int = 0, max_samples: int | None = None,
              max_num_seqs: int = 64, max_tokens: int = 96, device: str | None = None,
              tp: int = 1, pp: int = 1, adp: bool = False, warmup: bool = False,
-             warmup_oom: str = "skip") -> tuple[EvalResult, LLM]:
+             warmup_oom: str = "skip", graphs: bool = False) -> tuple[EvalResult, LLM]:
     """Run the eval set through one LLM, in this process. Under tp x pp every rank of the job
     calls this (see eval_rank.py) and gets the same result. Returns the result and the LLM."""
     from trtx.engine import LLM, SamplingParams
@@ -110,7 +110,8 @@ def evaluate(model_dir: Path, dataset: Path, mtp_nextn: int = 0, max_samples: in
     if not problems:
         raise UserError("the eval set is empty", str(dataset))
     llm = LLM(model_dir, tensor_parallel_size=tp, pipeline_parallel_size=pp, enable_attention_dp=adp,
-              mtp_nextn=mtp_nextn, max_num_seqs=max_num_seqs, device=device, warmup=warmup, on_warmup_oom=warmup_oom)
+              mtp_nextn=mtp_nextn, max_num_seqs=max_num_seqs, device=device, warmup=warmup, on_warmup_oom=warmup_oom,
+              decode_graphs=graphs)
     t0, steps0 = time.perf_counter(), llm.engine.num_steps
     outs = llm.generate([p["prompt"] for p in problems], SamplingParams(max_tokens=max_tokens))
     seconds, steps = time.perf_counter() - t0, llm.engine.num_steps - steps0

@@ -7,6 +7,7 @@ rank. `LLM` drives it until every request has finished.
 from __future__ import annotations
 
 import re
+from collections import Counter
 from pathlib import Path
 
 import torch
@@ -15,6 +16,7 @@ from . import faults
 from .checkpoint import load_weights
 from .config import ModelConfig
 from .device import default_kv_cache_bytes
+from .graphs import DecodeGraphs
 from .kv_cache import BlockManager, allocate_kv_cache, kv_bytes_per_block
 from .model import LlamaForCausalLM
 from .model_runner import ModelRunner
@@ -91,7 +93,18 @@ class EngineCore:
         idle = faults.get("idle_rank", self.mapping.rank)
         self.idle_iterations = int(idle.arg or 0) if idle else 0
         self.plant_gather = bool(faults.get("gather_when_finished", self.mapping.rank))
+        self.graph_size_alone = bool(faults.get("graph_size_alone", self.mapping.rank))
         self.iteration_stats: list[dict] = []
+        self.graphs: DecodeGraphs | None = None      # enable_graphs(); warmup captures them
+        self.forwards: Counter[str] = Counter()      # runtime forwards: "eager" or "graph-<padded size>"
+
+    def enable_graphs(self) -> None:
+        """Decode steps replay captured graphs (engine/graphs.py) from now on, once warmup has
+        captured them. Pipeline stages exchange micro-batches between forwards: pp 1 only."""
+        if self.mapping.pp_size > 1:
+            raise ValueError("decode graphs need pp 1 (pipeline stages run eagerly)")
+        comms = [self.parallel.tp.comm] if self.parallel.tp.comm is not None else []
+        self.graphs = DecodeGraphs(self.runner, 1 + self.mtp_nextn, self.max_model_len, comms, self.adp)
 
     def add_request(self, req: Request) -> None:
         if not req.prompt_token_ids:
@@ -156,7 +169,7 @@ class EngineCore:
             return self._run(batch)
         if self.scheduler.has_unfinished() and not idle:
             raise RuntimeError("scheduler produced an empty batch with requests pending (KV cache too small?)")
-        self._forward(synthetic_chunks(1, 1, self.blocks.block_size))     # writes only to the null block
+        self._forward([])          # a dummy forward: writes only to the null block
         return []
 
     def _run(self, batch: ScheduledBatch) -> list[Request]:
@@ -204,9 +217,16 @@ class EngineCore:
         sends micro-batch m on (without waiting) and starts m+1 while the next stage works on m,
         so the stages compute at the same time instead of in turn."""
         if self.mapping.pp_size == 1:
-            inputs = self.runner.prepare(chunks, path)
-            if self.adp is not None:
-                self.adp.begin(len(inputs.input_ids))
+            size = self.graphs.size_for(chunks) if self.graphs is not None and path == "runtime" else 0
+            if self.adp is not None:      # every rank's token count, and graph or eager for all
+                agreed = self.adp.begin(sum(len(c.token_ids) for c in chunks) or 1, size)
+                size = size if self.graph_size_alone else agreed     # the fault: decide alone
+            if path == "runtime":
+                self.forwards[f"graph-{size}" if size else "eager"] += 1
+            if size:
+                return self.graphs.replay(chunks, size)
+            # No chunks: an attention-DP rank with nothing scheduled joins with one dummy token.
+            inputs = self.runner.prepare(chunks or synthetic_chunks(1, 1, self.blocks.block_size), path)
             return self.runner.forward(inputs), inputs.last_index
         p, m = self.parallel, self.mapping
         outs, sends, last_index, offset = [], [], [], 0

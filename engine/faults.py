@@ -19,6 +19,9 @@ unless named in the TRTX_FAULTS environment variable, which every rank inherits:
                              skips prepare hook HOOK (tokens, decode_attention,
                              prefill_attention): the production bug behind invariant 3; the
                              missing metadata must be reported, not read stale.
+    graph_size_alone@R       attention DP with decode graphs: rank R replays the graph its own
+                             batch fits instead of the size the ranks agreed on (or runs eagerly
+                             while they replay): the graph's collectives then differ in size.
     warmup_oom@R:SHAPE       rank R reports that warmup shape SHAPE (e.g. decode-8) does not fit
                              in its memory (the production bug behind invariant 4 had one rank
                              skip it alone): every rank must skip it, or all stop, by option.
@@ -29,7 +32,7 @@ import os
 from dataclasses import dataclass
 
 KNOWN = {"drop_mtp_on_last_stage", "idle_rank", "all_rank_stats", "gather_when_finished", "drop_prepare_hook",
-         "warmup_oom"}
+         "warmup_oom", "graph_size_alone"}
 
 
 @dataclass(frozen=True)

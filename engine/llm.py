@@ -34,6 +34,9 @@ class LLM:
     warmup: before serving, run every batch shape once (engine/warmup.py): the ranks agree on
     the shapes and on skipping one that does not fit on some rank (on_warmup_oom="skip"), or all
     stop with one error ("stop"). warmup_memory_budget: bytes a shape may use (default: free memory).
+    decode_graphs: capture each warmed-up decode batch size as a graph and replay decode steps
+    with padding (engine/graphs.py; implies warmup, pp 1 only). On CUDA these are CUDA graphs; on
+    CPU the same padded static buffers run eagerly (slower: for testing the path, not for speed).
     mtp_nextn: draft this many tokens per step with the checkpoint's MTP module and verify them in
     one target forward (0: no speculation). Outputs then carry acceptance counts (`.spec`).
     max_num_seqs / max_num_tokens: the scheduler's per-step caps on requests and tokens.
@@ -46,7 +49,8 @@ class LLM:
                  max_num_seqs: int = 64, max_num_tokens: int = 2048, block_size: int = 16,
                  num_kv_blocks: int | None = None, kv_cache_memory: int | None = None,
                  device: str | torch.device | None = None, gather_iteration_stats: bool = False,
-                 warmup: bool = False, on_warmup_oom: str = "skip", warmup_memory_budget: int | None = None):
+                 warmup: bool = False, on_warmup_oom: str = "skip", warmup_memory_budget: int | None = None,
+                 decode_graphs: bool = False):
         if not 0 <= mtp_nextn <= 8:
             raise ValueError(f"mtp_nextn must be between 0 and 8, got {mtp_nextn}")
         model_dir = Path(model)
@@ -69,6 +73,9 @@ class LLM:
                                  max_num_seqs=max_num_seqs, max_num_tokens=max_num_tokens, block_size=block_size,
                                  num_kv_blocks=num_kv_blocks, kv_cache_memory=kv_cache_memory, mtp_nextn=mtp_nextn,
                                  gather_iteration_stats=gather_iteration_stats)
+        if decode_graphs:
+            self.engine.enable_graphs()
+        warmup = warmup or decode_graphs          # graphs are captured during warmup
         self.warmup_report = run_warmup(self.engine, on_warmup_oom, warmup_memory_budget) if warmup else []
         self._ids = itertools.count()
 
@@ -103,7 +110,10 @@ class LLM:
                 "requests_served": engine.num_served, "iterations": len(own),
                 "idle_iterations": [s["iteration"] for s in own if s["requests"] == 0],
                 "stats_from_ranks": sorted({s["rank"] for s in engine.iteration_stats}),
-                "warmup": [list(item) for item in self.warmup_report]}
+                "warmup": [list(item) for item in self.warmup_report],
+                # decode graphs: the sizes captured, and this rank's forwards by kind ("eager",
+                # "graph-N": replayed padded to N); under attention DP the same on every rank
+                "graphs": sorted(engine.graphs.graphs) if engine.graphs else [], "forwards": dict(engine.forwards)}
 
     def shutdown(self) -> None:
         """Leave the multi-rank job (a no-op on one rank)."""

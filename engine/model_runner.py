@@ -8,7 +8,7 @@ import torch
 
 from . import faults
 from .kv_cache import BlockManager
-from .prepare import SeqChunk, StepInputs, prepare
+from .prepare import Padding, SeqChunk, StepInputs, prepare
 from .scheduler import ScheduledBatch
 
 
@@ -28,12 +28,13 @@ class ModelRunner:
             out.append(SeqChunk(tokens, start, self.blocks.tables[req.request_id]))
         return out
 
-    def prepare(self, chunks: list[SeqChunk], path: str = "runtime") -> StepInputs:
+    def prepare(self, chunks: list[SeqChunk], path: str = "runtime", pad: Padding | None = None) -> StepInputs:
         """The forward's tensors and metadata (engine/prepare.py); path "capture" is a batch
-        synthesised for warmup or graph capture, which the drop_prepare_hook fault can hobble."""
+        synthesised for warmup or graph capture, which the drop_prepare_hook fault can hobble;
+        `pad`: in a captured graph's static shapes."""
         fault = faults.get("drop_prepare_hook", self.rank) if path == "capture" else None
         return prepare(chunks, self.blocks.block_size, self.sliding_window, self.device, path,
-                       frozenset([fault.arg]) if fault else frozenset())
+                       frozenset([fault.arg]) if fault else frozenset(), pad)
 
     @torch.inference_mode()
     def forward(self, inputs: StepInputs, hidden: torch.Tensor | None = None, residual: torch.Tensor | None = None):

@@ -163,9 +163,20 @@ class AttentionDataParallel:
         self.rank, self.size, self.comm = rank, size, comm
         self.counts: list[int] = []
 
-    def begin(self, num_tokens: int) -> None:
-        self.counts = self.comm.all_gather(torch.tensor([num_tokens], device=self.comm.device)).view(-1).tolist()
-        self.offset = sum(self.counts[:self.rank])
+    def begin(self, num_tokens: int, graph_size: int = 0) -> int:
+        """Every forward starts here, on every rank: exchange token counts and graph proposals
+        (the padded decode size this rank could replay, 0 when it needs an eager forward). Returns
+        the agreed graph size: the largest proposal when every rank can replay, else 0, eager for
+        all. A graph's collectives have fixed sizes, so no rank may choose alone."""
+        got = self.comm.all_gather(torch.tensor([num_tokens, graph_size], device=self.comm.device)).tolist()
+        self.fix([tokens for tokens, _ in got])
+        proposals = [size for _, size in got]
+        return max(proposals) if min(proposals) > 0 else 0
+
+    def fix(self, counts: list[int]) -> None:
+        """Every rank's token count for the coming forward (known already when replaying a graph:
+        every rank's padded size)."""
+        self.counts, self.offset = counts, sum(counts[:self.rank])
 
     def gather(self, x: torch.Tensor) -> torch.Tensor:
         """[T_rank, d] -> [sum of T, d], rank order."""

@@ -1,6 +1,7 @@
 """Input preparation: the one way a list of sequence chunks becomes the tensors and attention
 metadata of a forward, whether the chunks come from the scheduler (the runtime path) or are
-synthesised for warmup or CUDA-graph capture (the capture path).
+synthesised for warmup or CUDA-graph capture (the capture path). With `pad`, a decode batch comes
+out in a captured graph's static shapes (engine/graphs.py).
 
 Invariant 3 is why this is a list of hooks. A production engine prepared a metadata buffer on
 its runtime path and forgot it on the capture path, and the captured graphs then read stale
@@ -39,6 +40,27 @@ class StepInputs:
     meta: AttentionMetadata
     last_index: list[int]       # flat row of each chunk's last token, in the order chunks were given
 
+    def tensors(self) -> dict[str, torch.Tensor]:
+        """Every tensor of a decode batch's inputs, by field: what a graph replay copies into its
+        static buffers (all of them, so no field can be left stale)."""
+        out = {"input_ids": self.input_ids, "positions": self.meta.positions, "slot_mapping": self.meta.slot_mapping}
+        d = self.meta.decode
+        if d is not None:
+            out.update({"decode.block_tables": d.block_tables, "decode.mask": d.mask})
+            if d.window_mask is not None:
+                out["decode.window_mask"] = d.window_mask
+        return out
+
+
+@dataclass(frozen=True)
+class Padding:
+    """The static shapes of a captured decode graph: num_seqs sequences of q_len tokens each, block
+    tables `blocks` wide, keys up to blocks * block_size. A smaller batch is filled up with
+    sequences of the null block."""
+    num_seqs: int
+    q_len: int
+    blocks: int
+
 
 class MetadataError(RuntimeError):
     pass
@@ -56,6 +78,7 @@ class Layout:
     block_size: int
     window: int | None
     device: torch.device
+    pad: Padding | None = None
     num_tokens: int = field(init=False)
 
     def __post_init__(self):
@@ -81,14 +104,21 @@ def hook(name: str, produces: tuple[str, ...]):
 
 
 def prepare(chunks: list[SeqChunk], block_size: int, window: int | None, device: torch.device,
-            path: str = "runtime", dropped: frozenset[str] = frozenset()) -> StepInputs:
+            path: str = "runtime", dropped: frozenset[str] = frozenset(), pad: Padding | None = None) -> StepInputs:
     """Run every registered hook over the chunks (except those in `dropped`, a fault) and check
-    that every field was produced."""
+    that every field was produced. With `pad`, every chunk must be pad.q_len tokens long; the
+    batch is filled up to pad.num_seqs (last_index still lists the given chunks only)."""
+    given = len(chunks)
+    if pad is not None:
+        if given > pad.num_seqs or any(len(c.token_ids) != pad.q_len for c in chunks):
+            raise ValueError(f"a padded decode batch takes up to {pad.num_seqs} chunks of {pad.q_len} tokens, "
+                             f"got lengths {[len(c.token_ids) for c in chunks]}")
+        chunks = chunks + synthetic_chunks(pad.num_seqs - given, pad.q_len, block_size)
     short = Counter(len(c.token_ids) for c in chunks if len(c.token_ids) <= MAX_DECODE_LEN)
-    decode_len = short.most_common(1)[0][0] if short else 1
+    decode_len = pad.q_len if pad else short.most_common(1)[0][0] if short else 1
     order = sorted(range(len(chunks)), key=lambda i: len(chunks[i].token_ids) != decode_len)   # stable
     layout = Layout(chunks, order, decode_len, sum(len(c.token_ids) == decode_len for c in chunks),
-                    block_size, window, device)
+                    block_size, window, device, pad)
     zeros = torch.zeros(layout.num_tokens, dtype=torch.long, device=device)
     out = {"input_ids": zeros, "positions": zeros.clone(), "slot_mapping": zeros.clone(),
            "last_index": [0] * len(chunks), "decode": None, "prefills": []}
@@ -104,7 +134,7 @@ def prepare(chunks: list[SeqChunk], block_size: int, window: int | None, device:
                             f"(hook {', '.join(owners)} did not run)")
     meta = AttentionMetadata(positions=out["positions"], slot_mapping=out["slot_mapping"],
                              num_decodes=layout.num_seqs * decode_len, decode=out["decode"], prefills=out["prefills"])
-    return StepInputs(out["input_ids"], meta, out["last_index"])
+    return StepInputs(out["input_ids"], meta, out["last_index"][:given])
 
 
 @hook("tokens", ("input_ids", "positions", "slot_mapping", "last_index"))
@@ -130,15 +160,18 @@ def _decode_attention(layout: Layout, out: dict) -> None:
         return
     q, window, dev = layout.decode_len, layout.window, layout.device
     seqs = [layout.chunks[i] for i in layout.order[:layout.num_seqs]]
-    n_blocks = max(len(c.block_table) for c in seqs)
+    pad = layout.pad
+    # A graph's shapes are fixed: tables as wide as the longest sequence could need, keys up to
+    # its end, and always a mask (the padded keys are masked out).
+    n_blocks = pad.blocks if pad else max(len(c.block_table) for c in seqs)
     tables = torch.tensor([c.block_table + [NULL_BLOCK] * (n_blocks - len(c.block_table)) for c in seqs],
                           dtype=torch.long)
     starts = [c.start for c in seqs]
-    max_kv_len = max(starts) + q
+    max_kv_len = n_blocks * layout.block_size if pad else max(starts) + q
     mask = window_mask = None
     # One query per sequence, all at the same position: every cached key is visible, no mask
     # needed (batch-1 decoding, the latency case, skips building one).
-    if q > 1 or min(starts) != max(starts) or (window and max_kv_len > window):
+    if pad or q > 1 or min(starts) != max(starts) or (window and max_kv_len > window):
         q_pos = torch.tensor(starts)[:, None, None] + torch.arange(q)[None, :, None]   # [S, Q, 1]
         k_pos = torch.arange(max_kv_len)
         mask = k_pos <= q_pos                                                          # [S, Q, K]

@@ -1,7 +1,8 @@
 """Warmup: run each batch shape the engine will meet once before serving (decode batches from
 max_num_seqs down to 1, each sequence carrying 1 + nextn tokens, and one max-tokens prefill), so
-first-use costs (allocator growth, kernel selection, and on CUDA the graph capture) are paid up
-front and a shape that does not fit in memory is found before a request needs it.
+first-use costs (allocator growth, kernel selection) are paid up front, the decode graphs are
+captured (when enabled, engine/graphs.py; a shape skipped here is captured by no rank), and a
+shape that does not fit in memory is found before a request needs it.
 
 Invariant 4 is why every decision here is collective. A production engine let one rank that ran
 out of memory skip a warmup shape on its own while its peers entered that shape's collectives and
@@ -88,6 +89,8 @@ def run(core, on_oom: str = "skip", memory_budget: int | None = None) -> list[tu
             continue
         try:
             core.warm_forward(synthetic_chunks(shape.num_seqs, shape.tokens_each, core.blocks.block_size))
+            if shape.kind == "decode" and core.graphs is not None:
+                core.graphs.capture(shape.num_seqs)
         except torch.OutOfMemoryError as e:
             if comm is not None:          # peers are inside this shape's collectives: never alone
                 raise

@@ -81,6 +81,15 @@ class TestProductionRegressions:
         assert set(range(1, 31)) <= set(result.ranks[1]["idle_iterations"])
         gate(result, 2, record_property)
 
+    def test_adp_ranks_agree_on_graph_or_eager_and_padded_size(self, tmp_path, record_property, monkeypatch):
+        with_faults(monkeypatch, "idle_rank@1:30")
+        monkeypatch.setenv("TRTX_CHECK_COLLECTIVES", "1")
+        result = run(tmp_path, "adp4", 2, max_num_seqs=4, graphs=True)
+        forwards = [r["forwards"] for r in result.ranks]
+        assert all(f == forwards[0] for f in forwards), forwards
+        assert any(kind.startswith("graph-") for kind in forwards[0]), forwards[0]
+        gate(result, 2, record_property)
+
     def test_capture_path_prepares_every_metadata_field(self, tmp_path, record_property):
         result = run(tmp_path, "tp2", 2, warmup=True)
         assert all(what == "ran" for r in result.ranks for _, what in r["warmup"])

@@ -1,0 +1,105 @@
+"""Decode steps as graphs: captured once per batch size, replayed with padding.
+
+For a given batch size a decode step launches the same kernels every time; only the numbers in
+its inputs change. So each decode size that warmup agreed on is captured (largest first, the
+smaller graphs reusing the larger ones' memory pool) over static input buffers, and a step with
+n sequences is padded to the smallest captured size >= n with sequences of the null block
+(prepare's `pad`), its inputs copied into the static buffers, and the graph replayed.
+
+On CUDA the capture is a CUDA graph. CPU has no graph API: there the same static buffers run
+through an eager forward on each replay. That is slower than plain eager (padded rows, keys up to
+the model length), but it runs the padding, the static metadata and the attention-DP agreement
+below on any machine, which is what the tests check.
+
+Invariant 3: the static buffers are prepared by the same hooks as every runtime batch (the
+capture batch goes through prepare's capture path), and a replay copies every tensor field of a
+freshly prepared batch into them, so none can be left stale.
+
+Invariant 2 under attention DP: a graph's collectives have fixed sizes, so the ranks agree on
+graph or eager and on the padded size (AttentionDataParallel.begin) before any of them replays.
+Only pipeline-free layouts capture (pp 1): stages exchange micro-batches between forwards.
+"""
+from __future__ import annotations
+
+from contextlib import ExitStack
+from dataclasses import dataclass
+
+import torch
+
+from .prepare import MetadataError, Padding, SeqChunk, StepInputs, synthetic_chunks
+
+
+@dataclass
+class Captured:
+    inputs: StepInputs                  # the static buffers a replay fills
+    hidden: torch.Tensor | None         # the forward's output on CPU; the graph's static output on CUDA
+    graph: "torch.cuda.CUDAGraph | None"
+
+
+class DecodeGraphs:
+    """The captured decode graphs of one rank, by padded batch size."""
+
+    def __init__(self, runner, q_len: int, max_model_len: int, comms: list, adp=None):
+        self.runner, self.q_len, self.comms, self.adp = runner, q_len, comms, adp
+        self.blocks = -(-max_model_len // runner.blocks.block_size)    # table width of the longest sequence
+        self.graphs: dict[int, Captured] = {}
+        self.pool = None
+
+    @property
+    def on_cuda(self) -> bool:
+        return self.runner.device.type == "cuda"
+
+    def capture(self, num_seqs: int) -> None:
+        """Capture the decode graph of `num_seqs` sequences. Called by warmup on every rank for
+        the same sizes, largest first."""
+        pad = Padding(num_seqs, self.q_len, self.blocks)
+        chunks = synthetic_chunks(num_seqs, self.q_len, self.runner.blocks.block_size)
+        inputs = self.runner.prepare(chunks, "capture", pad)
+        if self.adp is not None:
+            self.adp.fix([num_seqs * self.q_len] * self.adp.size)
+        if not self.on_cuda:
+            self.graphs[num_seqs] = Captured(inputs, self.runner.forward(inputs), None)
+            return
+        torch.cuda.synchronize()
+        side = torch.cuda.Stream()
+        side.wait_stream(torch.cuda.current_stream())
+        with torch.cuda.stream(side):      # first use outside the graph: lazy inits, NCCL's included
+            self.runner.forward(inputs)
+        torch.cuda.current_stream().wait_stream(side)
+        graph = torch.cuda.CUDAGraph()
+        with ExitStack() as stack:
+            for comm in self.comms:       # the fingerprint check reads back to the host: not capturable
+                stack.enter_context(comm.unchecked())
+            stack.enter_context(torch.cuda.graph(graph, pool=self.pool))
+            hidden = self.runner.forward(inputs)
+        self.pool = graph.pool()
+        self.graphs[num_seqs] = Captured(inputs, hidden, graph)
+
+    def size_for(self, chunks: list[SeqChunk]) -> int:
+        """The padded size this batch would replay at, or 0 when it needs an eager forward (a
+        prefill chunk, a verify chunk of another length, more sequences than the largest graph).
+        No chunks (an idle attention-DP rank): the smallest graph, all padding."""
+        if any(len(c.token_ids) != self.q_len or len(c.block_table) > self.blocks for c in chunks):
+            return 0
+        fits = [size for size in self.graphs if size >= len(chunks)]
+        return min(fits) if fits else 0
+
+    def replay(self, chunks: list[SeqChunk], size: int) -> tuple[torch.Tensor, list[int]]:
+        """The batch through the graph of `size` sequences: (hidden states of the padded batch,
+        each chunk's last row), as `EngineCore._forward` returns them."""
+        captured = self.graphs[size]
+        fresh = self.runner.prepare(chunks, "runtime", Padding(size, self.q_len, self.blocks))
+        static, new = captured.inputs.tensors(), fresh.tensors()
+        if static.keys() != new.keys():
+            raise MetadataError(f"graph of {size}: captured with {sorted(static)}, replayed with {sorted(new)}")
+        for name, tensor in new.items():
+            static[name].copy_(tensor)
+        if self.adp is not None:
+            self.adp.fix([size * self.q_len] * self.adp.size)
+        if captured.graph is not None:
+            captured.graph.replay()
+            hidden = captured.hidden
+        else:
+            hidden = self.runner.forward(captured.inputs)
+        return hidden, fresh.last_index
+
