@@ -102,4 +102,3 @@ class DecodeGraphs:
         else:
             hidden = self.runner.forward(captured.inputs)
         return hidden, fresh.last_index
-
