@@ -3,7 +3,7 @@
 VENV ?= .venv
 PY := $(VENV)/bin/python
 
-.PHONY: run test unit bench bench-mtp bench-parallel
+.PHONY: run test unit bench bench-mtp bench-parallel bench-graphs
 # The main job: the l0_cpu test list (accuracy and acceptance gates on CPU ranks).
 run: $(VENV)/.setup-test
 	$(VENV)/bin/trtx run l0_cpu --results results/l0_cpu
@@ -22,6 +22,9 @@ bench-mtp: $(VENV)/.setup-test
 
 bench-parallel: $(VENV)/.setup-test
 	$(PY) benchmarks/bench_parallel.py
+
+bench-graphs: $(VENV)/.setup-test
+	$(PY) benchmarks/bench_graphs.py
 
 $(VENV)/.setup-test: pyproject.toml scripts/setup.sh
 	TRTX_VENV=$(VENV) scripts/setup.sh test
