@@ -10,37 +10,18 @@ nextn=0 at batch 1.
 """
 from __future__ import annotations
 
-import argparse
-import time
-
-from trtx.cli.evaluate import default_dataset, load_problems, resolve_model
-from trtx.engine import LLM, SamplingParams
+from trtx.engine import LLM
 from trtx.engine.speculative import SpecStats
+from turns import parse_args, take_turns
 
 
 def main():
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--model", default="tiny-arith")
-    ap.add_argument("--batch", type=int, nargs="+", default=[1, 8])
-    ap.add_argument("--nextn", type=int, nargs="+", default=[0, 1, 2, 3])
-    ap.add_argument("--prompts", type=int, default=16)
-    ap.add_argument("--repeat", type=int, default=3)
-    args = ap.parse_args()
-    model_dir = resolve_model(args.model)
-    prompts = [p["prompt"] for p in load_problems(default_dataset(model_dir), args.prompts)]
-    sp = SamplingParams(max_tokens=96)
+    args, model_dir, prompts = parse_args(__doc__, nextn=[0, 1, 2, 3])
 
     print(f"{'batch':>5} {'nextn':>5} {'tok/s':>8} {'speedup':>8} {'accept len':>10} {'accept rate':>11}  same tokens")
     for batch in args.batch:
         llms = {k: LLM(model_dir, mtp_nextn=k, max_num_seqs=batch) for k in args.nextn}
-        best, outs = {k: float("inf") for k in args.nextn}, {}
-        for k, llm in llms.items():
-            llm.generate(prompts[:batch], sp)                       # warmup
-        for _ in range(args.repeat):
-            for k, llm in llms.items():
-                t0 = time.perf_counter()
-                outs[k] = llm.generate(prompts, sp)
-                best[k] = min(best[k], time.perf_counter() - t0)
+        best, outs = take_turns(llms, prompts, batch, args.repeat)
         tokens = sum(len(o.outputs[0].token_ids) for o in outs[args.nextn[0]])
         base = tokens / best[args.nextn[0]]
         for k in args.nextn:
