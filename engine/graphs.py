@@ -32,7 +32,7 @@ from .prepare import MetadataError, Padding, SeqChunk, StepInputs, synthetic_chu
 @dataclass
 class Captured:
     inputs: StepInputs                  # the static buffers a replay fills
-    hidden: torch.Tensor | None         # the forward's output on CPU; the graph's static output on CUDA
+    hidden: torch.Tensor | None         # the graph's static output (CUDA; None on CPU, which runs a forward)
     graph: "torch.cuda.CUDAGraph | None"
 
 
@@ -41,7 +41,7 @@ class DecodeGraphs:
 
     def __init__(self, runner, q_len: int, max_model_len: int, comms: list, adp=None):
         self.runner, self.q_len, self.comms, self.adp = runner, q_len, comms, adp
-        self.blocks = -(-max_model_len // runner.blocks.block_size)    # table width of the longest sequence
+        self.blocks = runner.blocks.blocks_for(max_model_len)          # table width of the longest sequence
         self.graphs: dict[int, Captured] = {}
         self.pool = None
 
@@ -58,7 +58,8 @@ class DecodeGraphs:
         if self.adp is not None:
             self.adp.fix([num_seqs * self.q_len] * self.adp.size)
         if not self.on_cuda:
-            self.graphs[num_seqs] = Captured(inputs, self.runner.forward(inputs), None)
+            self.runner.forward(inputs)    # what the capture runs on CUDA: the same collectives, once
+            self.graphs[num_seqs] = Captured(inputs, None, None)
             return
         torch.cuda.synchronize()
         side = torch.cuda.Stream()
