@@ -15,6 +15,18 @@ def leftovers(log_dir):
     return found
 
 
+def eval_on_ranks(tmp_path, tp: int, pp: int, timeout_s: float, **options):
+    """`trtx eval`'s multi-rank run (cli.evaluate.evaluate_on_ranks) of the bundled tiny-arith
+    eval set, logs under tmp_path; pass or fail, the job must leave no process behind."""
+    from trtx.cli.evaluate import MODELS_DIR, evaluate_on_ranks
+    model = MODELS_DIR / "tiny-arith"
+    logs = (tmp_path / "logs").resolve()
+    try:
+        return evaluate_on_ranks(model, model / "eval.jsonl", tp, pp, timeout_s, logs, **options)
+    finally:
+        assert not leftovers(logs), "processes of the job were left running"
+
+
 PROMPTS = ["The quick brown fox jumps over the lazy dog.", "Ann has 3 coins; Tom has 14.", "x" * 40, "42+17=", "Hi"]
 
 

@@ -9,9 +9,9 @@ import os
 from pathlib import Path
 
 import pytest
-from ranks import leftovers
+from ranks import eval_on_ranks
 
-from trtx.cli.evaluate import MODELS_DIR, evaluate_on_ranks
+from trtx.cli.evaluate import MODELS_DIR
 from trtx.cli.gate import gate_result, load_reference
 
 MODEL = MODELS_DIR / "tiny-arith"
@@ -35,12 +35,7 @@ def spec(nextn: int) -> dict:
 
 def run(tmp_path, layout: str, nextn: int, **options):
     tp, pp, adp = LAYOUTS[layout]
-    logs = (tmp_path / "logs").resolve()
-    try:
-        return evaluate_on_ranks(MODEL, DATA, tp, pp, JOB_TIMEOUT_S, logs, adp=adp, mtp_nextn=nextn,
-                                 max_samples=SAMPLES, **options)
-    finally:
-        assert not leftovers(logs), "processes of the job were left running"
+    return eval_on_ranks(tmp_path, tp, pp, JOB_TIMEOUT_S, adp=adp, mtp_nextn=nextn, max_samples=SAMPLES, **options)
 
 
 def with_faults(monkeypatch, faults: str) -> None:

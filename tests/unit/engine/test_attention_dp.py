@@ -3,9 +3,9 @@ model, under the uneven loads that broke production engines: one request on four
 kept dry for many iterations while the others are busy, and every rank's statistics gathered every
 iteration. Outputs must equal a single rank's, and every job must end within its timeout."""
 import pytest
-from ranks import leftovers
+from ranks import eval_on_ranks
 
-from trtx.cli.evaluate import MODELS_DIR, RankJobError, evaluate, evaluate_on_ranks
+from trtx.cli.evaluate import MODELS_DIR, RankJobError, evaluate
 
 MODEL = MODELS_DIR / "tiny-arith"
 DATA = MODEL / "eval.jsonl"
@@ -26,12 +26,8 @@ def detector_on(monkeypatch):
 
 
 def run_ranks(tmp_path, ranks, nextn, samples, max_num_seqs=64):
-    logs = (tmp_path / "logs").resolve()
-    try:
-        return evaluate_on_ranks(MODEL, DATA, ranks, 1, JOB_TIMEOUT_S, logs, adp=True, mtp_nextn=nextn,
-                                 max_samples=samples, max_num_seqs=max_num_seqs)
-    finally:
-        assert not leftovers(logs)
+    return eval_on_ranks(tmp_path, ranks, 1, JOB_TIMEOUT_S, adp=True, mtp_nextn=nextn, max_samples=samples,
+                         max_num_seqs=max_num_seqs)
 
 
 def same_tokens(a, b):

@@ -5,9 +5,9 @@ they were, every replay refreshes every static buffer, and under attention DP al
 the same graph at the same padded size (real mpirun ranks, desync detector on)."""
 import pytest
 import torch
-from ranks import leftovers
+from ranks import eval_on_ranks
 
-from trtx.cli.evaluate import MODELS_DIR, RankJobError, evaluate, evaluate_on_ranks
+from trtx.cli.evaluate import MODELS_DIR, RankJobError, evaluate
 from trtx.engine import LLM
 from trtx.engine.kv_cache import NULL_BLOCK
 from trtx.engine.prepare import Padding, SeqChunk
@@ -86,12 +86,8 @@ def test_graphs_generate_the_eager_tokens(nextn):
 
 
 def run_adp(tmp_path, ranks, nextn, samples):
-    logs = (tmp_path / "logs").resolve()
-    try:
-        return evaluate_on_ranks(MODEL, DATA, ranks, 1, 240, logs, adp=True, graphs=True, mtp_nextn=nextn,
-                                 max_samples=samples, max_num_seqs=2)
-    finally:
-        assert not leftovers(logs)
+    return eval_on_ranks(tmp_path, ranks, 1, 240, adp=True, graphs=True, mtp_nextn=nextn, max_samples=samples,
+                         max_num_seqs=2)
 
 
 @pytest.mark.parametrize("ranks,nextn", [(2, 0), (4, 2)], ids=["adp2-mtp_nextn=0", "adp4-mtp_nextn=2"])

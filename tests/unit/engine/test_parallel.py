@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 import torch
 from checkpoints import make_checkpoint
-from ranks import leftovers, prompts_of
+from ranks import eval_on_ranks, leftovers, prompts_of
 from safetensors import safe_open
 
 from trtx.cli.evaluate import MODELS_DIR, RankJobError, evaluate, evaluate_on_ranks
@@ -71,11 +71,7 @@ def test_a_bad_split_is_refused_before_any_rank_starts(tmp_path):
 # ---- real multi-rank jobs --------------------------------------------------------------------
 
 def run_ranks(tmp_path, tp, pp, **options):
-    logs = (tmp_path / "logs").resolve()
-    try:
-        return evaluate_on_ranks(MODEL, DATA, tp, pp, JOB_TIMEOUT_S, logs, max_samples=SAMPLES, **options)
-    finally:
-        assert not leftovers(logs)
+    return eval_on_ranks(tmp_path, tp, pp, JOB_TIMEOUT_S, max_samples=SAMPLES, **options)
 
 
 @pytest.fixture(scope="module")

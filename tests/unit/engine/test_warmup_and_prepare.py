@@ -3,9 +3,9 @@ exactly the runtime path's metadata, a hook missing from it is reported; and war
 taken by all ranks together, even when one rank of four cannot fit a shape."""
 import pytest
 import torch
-from ranks import leftovers
+from ranks import eval_on_ranks
 
-from trtx.cli.evaluate import MODELS_DIR, RankJobError, evaluate_on_ranks
+from trtx.cli.evaluate import MODELS_DIR, RankJobError
 from trtx.engine import LLM
 from trtx.engine.prepare import HOOKS, MetadataError, SeqChunk
 
@@ -69,12 +69,7 @@ def test_warmup_runs_every_shape_through_the_capture_path(monkeypatch):
 
 
 def run_ranks(tmp_path, **options):
-    logs = (tmp_path / "logs").resolve()
-    try:
-        return evaluate_on_ranks(MODEL, MODEL / "eval.jsonl", 2, 2, 240, logs, max_samples=8, warmup=True,
-                                 **options)
-    finally:
-        assert not leftovers(logs)
+    return eval_on_ranks(tmp_path, 2, 2, 240, max_samples=8, warmup=True, **options)
 
 
 def test_one_rank_of_four_out_of_memory_in_warmup_makes_every_rank_skip_the_shape(tmp_path, monkeypatch):
