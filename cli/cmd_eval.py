@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import json
-import tempfile
 from pathlib import Path
 
 import click
@@ -10,6 +9,7 @@ import click
 from .errors import UserError
 from .evaluate import RankJobError, default_dataset, evaluate, evaluate_on_ranks, resolve_model
 from .fsutil import atomic_write
+from .options import timeout_option
 
 
 @click.command("eval")
@@ -35,10 +35,9 @@ from .fsutil import atomic_write
 @click.option("--graphs", is_flag=True,
               help="Replay decode steps as graphs captured per batch size, padded (implies --warmup; pp 1). "
                    "CUDA graphs on GPUs; on CPU the same padded path runs eagerly, for testing.")
-@click.option("--timeout", "timeout_s", type=float, default=1800, show_default=True,
-              help="With tp x pp > 1: seconds before the job counts as hung (every rank's stack is reported).")
+@timeout_option("30m", "s", "With tp x pp > 1: how long before the job counts as hung (every rank's stack is reported)")
 @click.option("--log-dir", type=click.Path(file_okay=False),
-              help="With tp x pp > 1: per-rank logs (default: a new temporary folder).")
+              help="With tp x pp > 1: per-rank logs (default: a temporary folder, removed when the job succeeds).")
 def eval_cmd(model, dataset, tp, pp, adp, mtp_nextn, max_samples, max_num_seqs, json_out, samples, warmup, warmup_oom,
              graphs, timeout_s, log_dir):
     """Generate greedily for every problem of the eval set, grade the answers, and report accuracy
@@ -48,6 +47,8 @@ def eval_cmd(model, dataset, tp, pp, adp, mtp_nextn, max_samples, max_num_seqs, 
     rank holding its share of the model; a failing or hung rank is reported with its stack."""
     from rich.console import Console
     from rich.table import Table
+
+    from trtx.engine.errors import ConfigError
 
     if graphs and pp > 1:
         raise UserError("--graphs needs --pp 1: pipeline stages run eagerly")
@@ -63,11 +64,11 @@ def eval_cmd(model, dataset, tp, pp, adp, mtp_nextn, max_samples, max_num_seqs, 
                                         max_num_seqs=max_num_seqs, warmup=warmup, warmup_oom=warmup_oom,
                                         graphs=graphs)
             else:
-                logs = Path(log_dir or tempfile.mkdtemp(prefix="trtx-eval-"))
-                result = evaluate_on_ranks(model_dir, data, tp, pp, timeout_s, logs, mtp_nextn=mtp_nextn, adp=adp,
-                                           max_samples=max_samples, max_num_seqs=max_num_seqs, warmup=warmup,
-                                           warmup_oom=warmup_oom, graphs=graphs)
-        except ValueError as e:          # the engine's configuration errors (e.g. no MTP module)
+                result = evaluate_on_ranks(model_dir, data, tp, pp, timeout_s, Path(log_dir) if log_dir else None,
+                                           mtp_nextn=mtp_nextn, adp=adp, max_samples=max_samples,
+                                           max_num_seqs=max_num_seqs, warmup=warmup, warmup_oom=warmup_oom,
+                                           graphs=graphs)
+        except ConfigError as e:         # the user's configuration (e.g. no MTP module); any other error is a bug
             raise UserError(str(e)) from None
         except RankJobError as e:
             from .cmd_launch import print_report

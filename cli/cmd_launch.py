@@ -1,19 +1,21 @@
 """`trtx launch -n N -- CMD ...`: run CMD on N ranks with per-rank logs, hang forensics and teardown."""
 from __future__ import annotations
 
+import shutil
 import tempfile
 
 import click
 
 from .launcher import Launch, LaunchResult
+from .options import timeout_option
 
 
 @click.command(context_settings={"ignore_unknown_options": True})
-@click.option("-n", "nranks", type=int, required=True, help="Number of ranks.")
-@click.option("--timeout", "timeout_s", type=float, default=3600, show_default=True,
-              help="Seconds before the job counts as hung: stacks of every rank, then teardown (exit 124).")
+@click.option("-n", "nranks", type=click.IntRange(min=1), required=True, help="Number of ranks.")
+@timeout_option("1h", "s", "How long before the job counts as hung: stacks of every rank, then teardown (exit 124)")
 @click.option("--launcher", type=click.Choice(["mpirun", "torchrun", "srun"]), default="mpirun", show_default=True)
-@click.option("--log-dir", type=click.Path(file_okay=False), help="Per-rank logs (default: a new temporary folder).")
+@click.option("--log-dir", type=click.Path(file_okay=False),
+              help="Per-rank logs (default: a temporary folder, removed when the job succeeds).")
 @click.option("--quiet", is_flag=True, help="Only the summary, not every rank's output.")
 @click.argument("cmd", nargs=-1, required=True, type=click.UNPROCESSED)
 def launch(nranks, timeout_s, launcher, log_dir, quiet, cmd):
@@ -21,6 +23,7 @@ def launch(nranks, timeout_s, launcher, log_dir, quiet, cmd):
     GPU where there are GPUs; its output goes to LOG_DIR/rank-N.log and, prefixed with its rank, to
     the console. A rank that fails ends the job at once; at the timeout every rank's Python stack
     is collected first. No rank outlives trtx."""
+    temporary = log_dir is None
     log_dir = log_dir or tempfile.mkdtemp(prefix="trtx-launch-")
     job = Launch(nranks, list(cmd), timeout_s, log_dir, launcher=launcher,
                  on_line=None if quiet else (lambda rank, line: console.print(f"[dim]\\[rank {rank}][/] {escape(line)}")))
@@ -29,11 +32,14 @@ def launch(nranks, timeout_s, launcher, log_dir, quiet, cmd):
     from rich.markup import escape
     console = Console(highlight=False)
     result = job.wait()
-    print_report(result, console)
+    logs_removed = temporary and result.exit_code == 0      # a failed job keeps them: the report names them
+    print_report(result, console, logs_removed)      # reads the rank logs: remove them after
+    if logs_removed:
+        shutil.rmtree(result.log_dir, ignore_errors=True)
     raise SystemExit(result.exit_code)
 
 
-def print_report(result: LaunchResult, console) -> None:
+def print_report(result: LaunchResult, console, logs_removed: bool = False) -> None:
     from rich.markup import escape
     from rich.table import Table
     if result.reason == "failed" and result.first_failure is not None:
@@ -49,10 +55,12 @@ def print_report(result: LaunchResult, console) -> None:
     elif result.reason == "launcher-error":
         console.print(f"[bold red]the launcher failed before the ranks started[/] ({result.tries} tries)")
         console.print(escape(result.launcher_output.strip()[-3000:]))
-    table = Table(title=f"trtx launch: {result.reason} in {result.duration_s:.1f} s (logs in {result.log_dir})")
+    table = Table(title=f"trtx launch: {result.reason} in {result.duration_s:.1f} s")
     for col in ("rank", "state", "where", "last log lines"):
         table.add_column(col, overflow="fold")
     for r in result.ranks:
         last = "\n".join(ln for ln in r.log_text().strip().splitlines()[-3:])
         table.add_row(str(r.rank), r.state, r.where(), escape(last))
     console.print(table)
+    where = "temporary logs removed (--log-dir keeps them)" if logs_removed else f"logs in {result.log_dir}"
+    console.print(escape(where), soft_wrap=True)      # a line of its own, never wrapped: a path to copy

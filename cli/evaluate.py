@@ -1,7 +1,8 @@
 """Accuracy and MTP acceptance of one engine configuration on an eval set (what `trtx eval` runs).
 
-An eval set is JSONL with a `prompt` and an integer `answer` per line. The model's output is
-graded by the number after its last "Answer:"; no such number counts as wrong.
+An eval set is JSONL with a `prompt` (a string) and an `answer` (a JSON integer) per line; blank
+lines are skipped. The model's output is graded by the number after its last "Answer:"; no such
+number counts as wrong. The format is in docs/eval.md.
 
 Bundled models live in models/<name>/ (checkpoint plus eval.jsonl) and are addressed by name.
 """
@@ -10,7 +11,9 @@ from __future__ import annotations
 import json
 import os
 import re
+import shutil
 import sys
+import tempfile
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -48,9 +51,42 @@ def default_dataset(model_dir: Path) -> Path:
     return path
 
 
+def check_rows(path: Path) -> int:
+    """The number of rows, once every line of the JSONL eval set is blank or an object with a
+    non-empty string `prompt` and an integer `answer`; else a UserError naming the line (datasets'
+    row index skips blank lines, and it would coerce or reject a bad value without saying where)."""
+    rows = 0
+    try:
+        text = path.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as e:
+        raise UserError(f"cannot read the eval set: {e}", str(path)) from None
+    for number, line in enumerate(text.split("\n"), 1):    # JSONL lines end at \n only
+        if not line.strip():
+            continue
+        try:
+            row = json.loads(line)
+        except json.JSONDecodeError as e:
+            raise UserError(f"invalid JSON: {e.msg} (column {e.colno})", str(path), number) from None
+        if not isinstance(row, dict):
+            raise UserError(f"expected a JSON object with 'prompt' and 'answer', got {line.strip()[:40]}",
+                            str(path), number)
+        for key in ("prompt", "answer"):
+            if key not in row:
+                raise UserError(f"no {key!r} field (found: {', '.join(row) or 'none'}); every row needs a "
+                                f"'prompt' (a string) and an 'answer' (an integer)", str(path), number)
+        if not isinstance(row["prompt"], str) or not row["prompt"]:
+            raise UserError(f"'prompt' must be a non-empty string, got {row['prompt']!r}", str(path), number)
+        if not isinstance(row["answer"], int) or isinstance(row["answer"], bool):
+            raise UserError(f"'answer' must be an integer, got {row['answer']!r}", str(path), number)
+        rows += 1
+    return rows
+
+
 def load_problems(path: Path, max_samples: int | None) -> list[dict]:
-    """The eval set through `datasets` (offline: the file is local); every row needs a prompt and
-    an integer answer."""
+    """The eval set, checked line by line (check_rows), read through `datasets` (offline: the file
+    is local)."""
+    if not check_rows(path):
+        raise UserError("the eval set is empty", str(path))
     os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
     import datasets
     datasets.disable_progress_bars()
@@ -58,12 +94,9 @@ def load_problems(path: Path, max_samples: int | None) -> list[dict]:
         rows = datasets.load_dataset("json", data_files=str(path), split="train")
     except Exception as e:   # datasets raises several types for unreadable JSON
         raise UserError(f"cannot read the eval set: {e}", str(path)) from None
-    for col in ("prompt", "answer"):
-        if col not in rows.column_names:
-            raise UserError(f"eval set rows need a {col!r} field (found {', '.join(rows.column_names)})", str(path))
     if max_samples is not None:
         rows = rows.select(range(min(max_samples, len(rows))))
-    return [{"prompt": r["prompt"], "answer": int(r["answer"])} for r in rows]
+    return [{"prompt": r["prompt"], "answer": r["answer"]} for r in rows]
 
 
 def grade(text: str, answer: int) -> bool:
@@ -107,8 +140,6 @@ def evaluate(model_dir: Path, dataset: Path, mtp_nextn: int = 0, max_samples: in
     from trtx.engine.speculative import SpecStats
 
     problems = load_problems(dataset, max_samples)
-    if not problems:
-        raise UserError("the eval set is empty", str(dataset))
     llm = LLM(model_dir, tensor_parallel_size=tp, pipeline_parallel_size=pp, enable_attention_dp=adp,
               mtp_nextn=mtp_nextn, max_num_seqs=max_num_seqs, device=device, warmup=warmup, on_warmup_oom=warmup_oom,
               decode_graphs=graphs)
@@ -132,15 +163,22 @@ def evaluate(model_dir: Path, dataset: Path, mtp_nextn: int = 0, max_samples: in
     return result, llm
 
 
-def evaluate_on_ranks(model_dir: Path, dataset: Path, tp: int, pp: int, timeout_s: float, log_dir: Path,
+def evaluate_on_ranks(model_dir: Path, dataset: Path, tp: int, pp: int, timeout_s: float, log_dir: Path | None,
                       **options) -> EvalResult:
     """Run the eval on tp x pp ranks through the launcher (cli/eval_rank.py on every rank) and
-    collect the result. A failed or hung job raises RankJobError with the launcher's report."""
+    collect the result. A failed or hung job raises RankJobError with the launcher's report.
+    log_dir None: a temporary folder, removed when the job succeeds (a failed job keeps it; the
+    launcher's report names it)."""
     from trtx.engine.config import ModelConfig
     from trtx.engine.parallel import check_layout
 
     from .launcher import Launch
-    check_layout(ModelConfig.from_dir(model_dir), tp, pp, options.get("adp", False))   # fails here, not on N ranks
+    # Bad input fails here, once, not on N ranks.
+    check_layout(ModelConfig.from_dir(model_dir), tp, pp, options.get("adp", False))
+    load_problems(dataset, options.get("max_samples"))
+    temporary = log_dir is None
+    if temporary:
+        log_dir = Path(tempfile.mkdtemp(prefix="trtx-eval-"))
     out = log_dir / "eval"
     out.mkdir(parents=True, exist_ok=True)
     cmd = [sys.executable, "-m", "trtx.cli.eval_rank", "--model", str(model_dir), "--dataset", str(dataset),
@@ -156,6 +194,8 @@ def evaluate_on_ranks(model_dir: Path, dataset: Path, tp: int, pp: int, timeout_
         raise RankJobError(launch)
     data = json.loads((out / "result.json").read_text())
     data["ranks"] = [json.loads((out / f"rank-{r}.json").read_text()) for r in range(tp * pp)]
+    if temporary:
+        shutil.rmtree(log_dir, ignore_errors=True)
     return EvalResult(**data)
 
 

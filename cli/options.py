@@ -1,6 +1,7 @@
 """Options shared by several commands, and where their defaults point."""
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import click
@@ -21,3 +22,38 @@ test_root_option = click.option("--test-root", default=lambda: default_path("tes
                                 show_default="tests/integration", help="Folder that test ids are relative to.")
 match_option = click.option("--match", "matches", multiple=True, metavar="KEY=VALUE",
                             help="Override a detected system key (repeatable), e.g. --match gpu=B200.")
+platform_option = click.option("--platform", "platforms", multiple=True, metavar="NAME",
+                               help="Add a platform name for full:NAME/ waives (repeatable), e.g. --platform DGX_H100.")
+
+
+_SECONDS = {"s": 1, "m": 60, "h": 3600}
+_UNIT_NAMES = {"s": "seconds", "m": "minutes", "h": "hours"}
+_NUMBER = r"(?:\d+(?:\.\d*)?|\.\d+)"
+_PART = re.compile(rf"({_NUMBER})([smh])")
+
+
+class Duration(click.ParamType):
+    """A duration: 90s, 30m, 1.5h, 2h30m, or a bare number of `bare_unit` ("s", "m" or "h": each
+    command keeps the unit its bare numbers always had). Converts to seconds (a float)."""
+    name = "duration"
+
+    def __init__(self, bare_unit: str):
+        self.bare_unit = bare_unit
+
+    def convert(self, value, param, ctx) -> float:
+        text = "".join(str(value).lower().split())
+        if re.fullmatch(_NUMBER, text):
+            text += self.bare_unit
+        if not re.fullmatch(rf"(?:{_NUMBER}[smh])+", text):
+            self.fail(f"{value!r} is not a duration: use e.g. 90s, 30m, 1.5h, 2h30m, "
+                      f"or a bare number of {_UNIT_NAMES[self.bare_unit]}", param, ctx)
+        seconds = sum(float(number) * _SECONDS[unit] for number, unit in _PART.findall(text))
+        if seconds <= 0:
+            self.fail(f"{value!r}: a duration must be longer than 0", param, ctx)
+        return seconds
+
+
+def timeout_option(default: str, bare_unit: str, what: str):
+    """--timeout (to the parameter timeout_s, in seconds); its help says what a bare number means."""
+    return click.option("--timeout", "timeout_s", type=Duration(bare_unit), default=default, show_default=True,
+                        help=f"{what}. 90s, 30m, 1.5h or 2h30m; a bare number is {_UNIT_NAMES[bare_unit]}.")

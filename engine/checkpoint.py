@@ -14,6 +14,7 @@ from typing import Callable
 import torch
 from safetensors import safe_open
 
+from .errors import ConfigError
 from .layers import ShapeMismatch
 
 INDEX_FILE = "model.safetensors.index.json"
@@ -21,7 +22,7 @@ INDEX_FILE = "model.safetensors.index.json"
 _IGNORED = re.compile(r".*rotary_emb\.inv_freq$")
 
 
-class CheckpointError(ValueError):
+class CheckpointError(ConfigError):
     """A checkpoint cannot be loaded; the message is one line naming the file and the tensor."""
 
 

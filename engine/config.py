@@ -8,6 +8,8 @@ from pathlib import Path
 
 import torch
 
+from .errors import ConfigError   # a config.json that cannot be used; the message names file and field
+
 SUPPORTED_ARCHITECTURES = ("LlamaForCausalLM", "Qwen2ForCausalLM", "MistralForCausalLM")
 
 _DTYPES = {
@@ -15,10 +17,6 @@ _DTYPES = {
     "bfloat16": torch.bfloat16, "bf16": torch.bfloat16,
     "float16": torch.float16, "fp16": torch.float16, "half": torch.float16,
 }
-
-
-class ConfigError(ValueError):
-    """A checkpoint's config.json cannot be used; the message names the file and the field."""
 
 
 def parse_dtype(name: str | torch.dtype) -> torch.dtype:

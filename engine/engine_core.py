@@ -16,6 +16,7 @@ from . import faults
 from .checkpoint import load_weights
 from .config import ModelConfig
 from .device import default_kv_cache_bytes
+from .errors import ConfigError
 from .graphs import DecodeGraphs
 from .kv_cache import BlockManager, allocate_kv_cache, kv_bytes_per_block
 from .model import LlamaForCausalLM
@@ -39,7 +40,7 @@ class EngineCore:
         self.max_model_len = cfg.max_position_embeddings
         L = cfg.num_hidden_layers
         if mtp_nextn and cfg.num_nextn_predict_layers != 1:
-            raise ValueError(f"mtp_nextn={mtp_nextn} needs a checkpoint with one MTP module "
+            raise ConfigError(f"mtp_nextn={mtp_nextn} needs a checkpoint with one MTP module "
                              f"(num_nextn_predict_layers=1 in config.json); this one has {cfg.num_nextn_predict_layers}")
         # Invariant 1: the MTP module is never in the base model's layer list; only the last
         # stage, which drafts, builds it and loads its weights.
@@ -102,7 +103,7 @@ class EngineCore:
         """Decode steps replay captured graphs (engine/graphs.py) from now on, once warmup has
         captured them. Pipeline stages exchange micro-batches between forwards: pp 1 only."""
         if self.mapping.pp_size > 1:
-            raise ValueError("decode graphs need pp 1 (pipeline stages run eagerly)")
+            raise ConfigError("decode graphs need pp 1 (pipeline stages run eagerly)")
         comms = [self.parallel.tp.comm] if self.parallel.tp.comm is not None else []
         self.graphs = DecodeGraphs(self.runner, 1 + self.mtp_nextn, self.max_model_len, comms, self.adp)
 

@@ -10,6 +10,7 @@ import torch
 from .config import ModelConfig, parse_dtype
 from .device import select_device
 from .engine_core import EngineCore
+from .errors import ConfigError
 from .parallel import Parallel, check_layout
 from .request import CompletionOutput, Request, RequestOutput
 from .sampling import SamplingParams
@@ -52,7 +53,7 @@ class LLM:
                  warmup: bool = False, on_warmup_oom: str = "skip", warmup_memory_budget: int | None = None,
                  decode_graphs: bool = False):
         if not 0 <= mtp_nextn <= 8:
-            raise ValueError(f"mtp_nextn must be between 0 and 8, got {mtp_nextn}")
+            raise ConfigError(f"mtp_nextn must be between 0 and 8, got {mtp_nextn}")
         model_dir = Path(model)
         if not model_dir.is_dir():
             raise FileNotFoundError(f"model directory {model_dir} does not exist")

@@ -4,16 +4,24 @@ import os
 import shutil
 import subprocess
 import sys
+import traceback
 from pathlib import Path
 
 import pytest
+from click.testing import CliRunner
+
+from trtx.cli import cmd_eval
+from trtx.cli.evaluate import MODELS_DIR
+from trtx.cli.main import cli
+from trtx.engine.errors import ConfigError
 
 TRTX = shutil.which("trtx", path=str(Path(sys.executable).parent))
+BUNDLED = MODELS_DIR / "tiny-arith"
 pytestmark = pytest.mark.timeout(600)
 
 
-def trtx(*args):
-    return subprocess.run([TRTX, *args], capture_output=True, text=True, timeout=600)
+def trtx(*args, env=None):
+    return subprocess.run([TRTX, *args], capture_output=True, text=True, timeout=600, env=env)
 
 
 def test_eval_prints_accuracy_and_acceptance_and_writes_json(tmp_path):
@@ -53,9 +61,79 @@ def test_eval_on_four_ranks_reports_like_one_rank(tmp_path):
 
 
 def test_eval_on_ranks_fails_with_the_failing_ranks_error(tmp_path):
-    res = trtx("eval", "--tp", "3", "--max-samples", "4")
+    tmp = dict(os.environ, TMPDIR=str(tmp_path))
+    res = trtx("eval", "--tp", "3", "--max-samples", "4", env=tmp)
     assert res.returncode == 2 and "tp size 3" in res.stderr and "Traceback" not in res.stderr
-    res = subprocess.run([TRTX, "eval", "--pp", "2", "--mtp-nextn", "1", "--max-samples", "4"], capture_output=True,
-                         text=True, timeout=300, env=dict(os.environ, TRTX_FAULTS="drop_mtp_on_last_stage"))
+    assert not list(tmp_path.glob("trtx-eval-*")), "a refused split needs no log folder"
+    res = trtx("eval", "--pp", "2", "--mtp-nextn", "1", "--max-samples", "4",
+               env=dict(tmp, TRTX_FAULTS="drop_mtp_on_last_stage"))
     report = " ".join(res.stderr.split())          # rich wraps long lines
     assert res.returncode == 1 and "rank 1 failed" in report and "holds no MTP module weights" in report
+    kept = list(tmp_path.glob("trtx-eval-*"))      # a failed job keeps its logs, and says where
+    assert len(kept) == 1 and (kept[0] / "rank-1.log").exists() and f"logs in {kept[0]}" in res.stderr
+
+
+def test_eval_on_ranks_removes_its_temporary_logs_when_it_succeeds(tmp_path):
+    res = trtx("eval", "--tp", "2", "--max-samples", "4", env=dict(os.environ, TMPDIR=str(tmp_path)))
+    assert res.returncode == 0, res.stderr + res.stdout
+    assert "accuracy" in res.stdout and not list(tmp_path.glob("trtx-eval-*"))
+
+
+BAD_ROWS = {   # eval set -> (line, what the error says); blank lines count
+    '{"prompt": "1+1=", "answer": 2}\n\n{"prompt": "2+2=", "answer": "four"}\n':
+        (3, "'answer' must be an integer, got 'four'"),
+    '{"prompt": "1+1=", "answer": 2}\n \n\n{"prompt": "5/2=", "answer": 2.5}\n':
+        (4, "'answer' must be an integer, got 2.5"),
+    '{"prompt": "1+1=", "answer": 2}\n{"prompt": "2+2="}\n': (2, "no 'answer' field"),
+    '{"prompt": ["1+1="], "answer": 2}\n': (1, "'prompt' must be a non-empty string"),
+    '{"prompt": "1+1=", "answer": 2}\n{"prompt": "2+2=", \n': (2, "invalid JSON"),
+}
+
+
+@pytest.mark.parametrize("text", BAD_ROWS, ids=["word", "float-after-blank-lines", "no-answer", "list-prompt", "json"])
+def test_bad_eval_row_is_one_line_naming_file_and_line(tmp_path, text):
+    line, what = BAD_ROWS[text]
+    bad = tmp_path / "bad.jsonl"
+    bad.write_text(text)
+    res = trtx("eval", "--dataset", str(bad))
+    assert res.returncode == 2, res.stderr
+    assert res.stderr.startswith(f"Error: {bad}:{line}: {what}") and res.stderr.count("\n") == 1, res.stderr
+
+
+def test_bad_eval_row_on_ranks_is_refused_before_any_rank_starts(tmp_path):
+    bad = tmp_path / "bad.jsonl"
+    bad.write_text('{"prompt": "1+1=", "answer": 2}\n\n{"prompt": "2+2=", "answer": "four"}\n')
+    res = trtx("eval", "--dataset", str(bad), "--tp", "2", env=dict(os.environ, TMPDIR=str(tmp_path)))
+    assert res.returncode == 2 and res.stderr == f"Error: {bad}:3: 'answer' must be an integer, got 'four'\n"
+    assert not list(tmp_path.glob("trtx-eval-*"))
+
+
+def test_engine_config_error_is_one_line(tmp_path):
+    """A checkpoint without an MTP module asked to draft: the engine's ConfigError, exit 2."""
+    model = tmp_path / "no-mtp"
+    model.mkdir()
+    for f in BUNDLED.iterdir():
+        if f.name != "config.json":
+            (model / f.name).symlink_to(f)
+    config = json.loads((BUNDLED / "config.json").read_text())
+    (model / "config.json").write_text(json.dumps(dict(config, num_nextn_predict_layers=0)))
+    res = trtx("eval", "--model", str(model), "--mtp-nextn", "1", "--max-samples", "2")
+    assert res.returncode == 2 and "Traceback" not in res.stderr, res.stderr
+    assert "needs a checkpoint with one MTP module" in res.stderr and len(res.stderr.strip().splitlines()) == 1
+
+
+@pytest.mark.parametrize("error,exit_code", [(ConfigError("tp size 3 does not fit"), 2),
+                                             (ValueError("a planted bug"), 1)])
+def test_only_config_errors_lose_their_traceback(monkeypatch, error, exit_code):
+    """cmd_eval turns the engine's ConfigError into one line; any other ValueError is a bug and
+    propagates with its traceback."""
+    def evaluate(*args, **kwargs):
+        raise error
+    monkeypatch.setattr(cmd_eval, "evaluate", evaluate)
+    res = CliRunner().invoke(cli, ["eval", "--max-samples", "1"])
+    assert res.exit_code == exit_code
+    if exit_code == 2:
+        assert res.stderr == f"Error: {error}\n"
+    else:
+        assert res.exception is error       # with its own traceback, down to where it was raised
+        assert traceback.extract_tb(res.exc_info[2])[-1].name == "evaluate"
