@@ -5,7 +5,7 @@ import json
 
 import click
 
-from .options import match_option, testdb_option, waives_option
+from .options import match_option, platform_option, testdb_option, waives_option
 from .sysinfo import system_info
 from .testdb import load_testdb
 from .waives import WaiveFile
@@ -13,21 +13,26 @@ from .waives import WaiveFile
 
 @click.command()
 @match_option
-def sysinfo(matches):
-    """Print the detected system keys as JSON (what test-db conditions match against)."""
-    click.echo(json.dumps(system_info(matches), indent=2, sort_keys=True))
+@platform_option
+def sysinfo(matches, platforms):
+    """Print the detected system keys as JSON (what test-db conditions match against), and
+    `platforms`: the names full:PLATFORM/ waives match against."""
+    click.echo(json.dumps(system_info(matches, platforms), indent=2, sort_keys=True))
 
 
 @click.command("list")
 @click.argument("context")
 @match_option
+@platform_option
 @testdb_option
 @waives_option
 @click.option("--markers", is_flag=True, help="Show each test's TIMEOUT/ISOLATION markers and waives.")
-@click.option("--explain", is_flag=True, help="Say for every block which keys matched and which failed.")
-def list_tests(context, matches, testdb, waives_file, markers, explain):
-    """Print the tests of CONTEXT that apply to this system, one per line, in block order."""
-    info = system_info(matches)
+@click.option("--explain", is_flag=True, help="Say for every block which keys matched and which failed, and "
+              "for every waive of a listed test whether its platform matched.")
+def list_tests(context, matches, platforms, testdb, waives_file, markers, explain):
+    """Print the tests of CONTEXT that apply to this system, one per line, in block order, each
+    as written in the list (comment and markers left out)."""
+    info = system_info(matches, platforms)
     db = load_testdb(testdb)
     if explain:
         for n, block in enumerate(db.blocks(context), 1):
@@ -37,11 +42,29 @@ def list_tests(context, matches, testdb, waives_file, markers, explain):
             for c in checks:
                 actual = "absent" if c.actual is None else c.actual
                 click.echo(f"#   {'ok  ' if c.ok else 'FAIL'} {c.key}: {actual} (wanted {c.wanted})")
-    waives = WaiveFile.load(waives_file) if markers else None
-    for entry in db.select(context, info):
+    waives = WaiveFile.load(waives_file) if markers or explain else None
+    selected = db.select(context, info)
+    if explain:
+        _explain_waives(selected, waives, info)
+    for entry in selected:
         line = str(entry.ref)
         if markers:
             extra = [entry.markers] if entry.markers else []
             extra += [f"waived: {w.marker} ({w.reason})" for w in waives.matching(entry.ref, info)]
             line = "  ".join([line, *extra])
         click.echo(line)
+
+
+def _explain_waives(entries, waives: WaiveFile, info: dict) -> None:
+    """For each waive of a listed test: whether it applies here, and which platform name decided."""
+    names = ", ".join(info["platforms"]) or "none"
+    click.echo(f"# waives ({waives.path}); this system's platforms: {names}")
+    for entry in entries:
+        for w in waives.matching(entry.ref):
+            if w.platform is None:
+                verdict = "applies (no full:PLATFORM/)"
+            elif hit := w.platform_match(info):
+                verdict = f"applies (platform {hit} matched full:{w.platform}/)"
+            else:
+                verdict = f"does not apply (no platform of this system is {w.platform})"
+            click.echo(f"#   line {w.line}: {w.render()}: {verdict}")

@@ -5,19 +5,32 @@ import click
 
 from .collect import KnownTests
 from .errors import UserError
-from .options import match_option, test_root_option, waives_option
+from .options import match_option, platform_option, test_root_option, waives_option
 from .sysinfo import system_info
-from .testline import TestRef, shell_words, split_id
-from .waives import MARKERS, Waive, WaiveFile, editing, hygiene
+from .testline import TestRef, parse_ref
+from .waives import MARKERS, Waive, WaiveFile, editing, hygiene, parse_line
 
 
 def _ref(test_id: str) -> TestRef:
     """A test id as given on the command line, possibly with pytest args: 'f.py -k "expr"'."""
-    tid, rest = split_id(test_id.strip())
     try:
-        return TestRef(tid, tuple(shell_words(rest)))
+        return parse_ref(test_id)
     except ValueError as e:
         raise UserError(str(e)) from None
+
+
+def _checked(entry: Waive) -> Waive:
+    """The entry, refused unless its line reads back as the same entry (a '#', a marker word or a
+    line break in the test id or the reason would change what the file says)."""
+    text = entry.render()
+    try:
+        back = parse_line(text, "", 0) if "\n" not in text and "\r" not in text else None
+    except UserError as e:
+        raise UserError(f"cannot write {text!r}: {e.message}") from None
+    if back is None or (back.ref, back.marker, back.reason, back.platform) != \
+            (entry.ref, entry.marker, entry.reason, entry.platform):
+        raise UserError(f"cannot write {text!r}: it would read back as a different entry")
+    return entry
 
 
 @click.group()
@@ -29,20 +42,22 @@ def waive():
 @click.argument("test_id")
 @click.option("--reason", required=True, help="Why, ideally with a bug link (for TIMEOUT: minutes).")
 @click.option("--marker", type=click.Choice(MARKERS), default="SKIP", show_default=True)
-@click.option("--platform", help="Limit the waive to systems whose gpu matches PLATFORM (full:PLATFORM/).")
+@click.option("--platform", help="Limit the waive to systems with the platform name PLATFORM (writes full:PLATFORM/).")
 @click.option("--force", is_flag=True, help="Add even if TEST_ID names no existing test.")
 @waives_option
 @test_root_option
 def add(test_id, reason, marker, platform, force, waives_file, test_root):
     """Waive TEST_ID: append an entry, leaving the rest of the file byte for byte as it was."""
     ref = _ref(test_id)
+    if not reason.strip():
+        raise UserError("--reason must say why (ideally with a bug link); it is empty")
+    entry = _checked(Waive(ref, marker, reason.strip(), platform, 0))
     if not force:
         known = KnownTests(test_root)
         if not known(ref):
             near = known.closest(ref)
             hint = f"; closest: {', '.join(near)}" if near else ""
             raise UserError(f"{ref.test_id} names no test under {test_root}{hint} (--force adds it anyway)")
-    entry = Waive(ref, marker, reason, platform, 0)
     with editing(waives_file) as wf:
         if any(w.platform == platform for w in wf.matching(ref)):
             raise UserError(f"{ref} is already waived; remove it first to change the entry", waives_file)
@@ -66,14 +81,30 @@ def remove(test_id, waives_file):
 
 @waive.command("list")
 @match_option
+@platform_option
 @click.option("--all", "show_all", is_flag=True, help="Include full:PLATFORM/ entries for other systems.")
 @waives_option
-def list_waives(matches, show_all, waives_file):
-    """Print the waive entries that apply to this system (or all of them)."""
-    info = system_info(matches)
-    for w in WaiveFile.load(waives_file).entries:
+def list_waives(matches, platforms, show_all, waives_file):
+    """Print the waive entries that apply to this system (or all of them); a full:PLATFORM/ entry
+    says which of this system's platform names it matched, or that none did."""
+    info = system_info(matches, platforms)
+    entries = WaiveFile.load(waives_file).entries
+    if not entries:
+        click.echo(f"no entries in {waives_file}")
+        return
+    shown = 0
+    for w in entries:
+        note = ""
+        if w.platform is not None:
+            hit = w.platform_match(info)
+            note = f"  [platform {hit} matched]" if hit else f"  [no platform of this system is {w.platform}]"
         if show_all or w.applies_to(info):
-            click.echo(f"{w.line}: {w.render()}")
+            click.echo(f"{w.line}: {w.render()}{note}")
+            shown += 1
+    if not shown:
+        names = ", ".join(info["platforms"]) or "none"
+        click.echo(f"no entries apply to this system: all {len(entries)} are for other platforms "
+                   f"(this system's: {names}; --all lists them)")
 
 
 @waive.command()

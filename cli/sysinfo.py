@@ -1,13 +1,17 @@
-"""The system keys that test-db conditions match against.
+"""The system keys that test-db conditions match against, and the platform names that
+`full:PLATFORM/` waives match against.
 
 GPU facts come from `nvidia-smi` (no torch import: `trtx list` must stay fast); on a machine
 without one, `system_gpu_count` is 0 and the gpu keys are absent, so blocks that name them do not
-match unless `--match` supplies them.
+match unless `--match` supplies them. Platform names are derived from the keys after `--match`
+has overridden them (see platform_names), so `--match gpu=B200` also makes the system a B200 for
+waives.
 """
 from __future__ import annotations
 
 import os
 import platform
+import re
 import shutil
 import subprocess
 
@@ -28,7 +32,19 @@ def detect() -> dict:
     }
     info.update(_os_release())
     info.update(detect_gpus())
+    product = _dmi_product_name()
+    if product:
+        info["product_name"] = product
     return info
+
+
+def _dmi_product_name() -> str:
+    """The machine's model as its firmware reports it ('DGXH100', 'NVIDIA DGX B200', ...)."""
+    try:
+        with open("/sys/class/dmi/id/product_name") as f:
+            return f.read().strip()
+    except OSError:
+        return ""
 
 
 def gpu_short_name(name: str) -> str:
@@ -74,6 +90,24 @@ def _os_release() -> dict:
     return {}
 
 
+def platform_names(info: dict) -> list[str]:
+    """The names a `full:PLATFORM/` waive may use for this system (matched whole, any case):
+      sm<major><minor>      from compute_capability: "10.0" -> sm100, "9.0" -> sm90
+      <GPU>, NVIDIA_<GPU>   the gpu name, blanks as underscores: H100_PCIE, NVIDIA_H100_PCIE
+      DGX_<MODEL>           on a DGX (product_name holds "DGX"): the gpu name's first word, DGX_H100"""
+    names = []
+    cc = re.fullmatch(r"(\d+)\.(\d+)", str(info.get("compute_capability", "")).strip())
+    if cc:
+        names.append(f"sm{cc.group(1)}{cc.group(2)}")
+    gpu = gpu_short_name(str(info.get("gpu", "")))
+    if gpu:
+        underscored = "_".join(gpu.split())
+        names += [underscored, f"NVIDIA_{underscored}"]
+        if "DGX" in str(info.get("product_name", "")).upper():
+            names.append(f"DGX_{gpu.split()[0]}")
+    return names
+
+
 def parse_matches(pairs: tuple[str, ...]) -> dict:
     """--match KEY=VALUE pairs -> {key: value}; values stay strings (conditions compare forms)."""
     out = {}
@@ -85,7 +119,15 @@ def parse_matches(pairs: tuple[str, ...]) -> dict:
     return out
 
 
-def system_info(matches: tuple[str, ...] = ()) -> dict:
+def system_info(matches: tuple[str, ...] = (), platforms: tuple[str, ...] = ()) -> dict:
+    """Detected keys, overridden by --match; `platforms` lists the platform names: the derived
+    ones, then those named with --platform NAME or --match platform=NAME (each adds one)."""
     info = detect()
-    info.update(parse_matches(matches))
+    named = [*platforms]
+    for pair in matches:
+        key, sep, value = pair.partition("=")
+        if sep and key.strip() == "platform" and value.strip():
+            named.append(value.strip())
+    info.update({k: v for k, v in parse_matches(matches).items() if k != "platform"})
+    info["platforms"] = list(dict.fromkeys(platform_names(info) + named))
     return info

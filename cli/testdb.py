@@ -6,30 +6,30 @@ the system's keys and the tests that run when it holds.
     - condition:
         ranges:    {system_gpu_count: {gte: 4, lte: 4}}
         wildcards: {gpu: ['*b200*'], linux_distribution_name: ubuntu*}
-        terms:     {stage: pre_merge}
+        terms:     {stage: pre_merge, supports_fp8: true}
       tests:
-      - accuracy/test_x.py::TestY::test_z[pp4-mtp_nextn=2] TIMEOUT (60)
-      - unittest/some/file.py -k "expr" ISOLATION
+      - accuracy/test_x.py::TestY::test_z[pp4-mtp_nextn=2] TIMEOUT (60)   # a comment
+      - unittest/some/file.py -k "expr" TIMEOUT(90) ISOLATION
 
-Files are read as YAML node trees, so every error names its file and line.
+Each entry is read with the line grammar of testline.py (comments, markers), as TensorRT-LLM
+reads the lists trt-test-db renders from these files. Files are read as YAML node trees, so
+every error names its file and line. The format is documented in docs/test-db-and-waives.md.
 """
 from __future__ import annotations
 
 import fnmatch
-import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import yaml
 
 from .errors import UserError, closest
-from .testline import TestRef, shell_words, split_id
+from .fsutil import read_utf8
+from .testline import MINUTES, TestRef, parse_ref, split_line
 
 _Loader = getattr(yaml, "CSafeLoader", yaml.SafeLoader)     # libyaml when the wheel has it: 10x faster
 _CONSTRUCTOR = yaml.SafeLoader("")                          # turns scalar nodes into Python values
 _RANGE_OPS = {"gte": float.__ge__, "lte": float.__le__, "gt": float.__gt__, "lt": float.__lt__}
-_OPTIONS_WITH_VALUE = {"-k", "-m", "-p", "-o", "--deselect", "--ignore"}
-_TIMEOUT = re.compile(r"\((\d+(?:\.\d+)?)\)$")
 
 
 @dataclass(frozen=True)
@@ -64,6 +64,14 @@ def canonical(value) -> str:
     return str(value)
 
 
+def _term_matches(wanted, actual) -> bool:
+    """Equal string forms; a YAML boolean (true/false) also matches True/TRUE (--match
+    supports_fp8=True), never 1 or yes: the value is a boolean's name, whatever its case."""
+    if isinstance(wanted, bool):
+        return canonical(actual).lower() == canonical(wanted)
+    return canonical(actual) == canonical(wanted)
+
+
 @dataclass
 class Condition:
     ranges: dict[str, dict[str, float]] = field(default_factory=dict)
@@ -86,7 +94,7 @@ class Condition:
             out.append(Check(key, " | ".join(patterns), None if actual is None else canonical(actual), ok))
         for key, value in self.terms.items():
             actual = info.get(key)
-            ok = actual is not None and canonical(actual) == canonical(value)
+            ok = actual is not None and _term_matches(value, actual)
             out.append(Check(key, canonical(value), None if actual is None else canonical(actual), ok))
         return out
 
@@ -140,11 +148,17 @@ def load_testdb(directory: str | Path) -> TestDb:
 
 def _load_file(path: Path) -> dict[str, list[Block]]:
     src = str(path)
+    text = read_utf8(path)
     try:
-        root = yaml.compose(path.read_text(), Loader=_Loader)
+        root = yaml.compose(text, Loader=_Loader)
     except yaml.MarkedYAMLError as e:
         mark = e.problem_mark or e.context_mark
         raise UserError(f"malformed YAML: {e.problem or e.context}", src, mark.line + 1 if mark else None) from None
+    except yaml.reader.ReaderError as e:                   # a control character: a binary file
+        raise UserError(f"not a YAML text file: {str(e).splitlines()[0]}", src,
+                        text.count("\n", 0, e.position) + 1) from None
+    except yaml.YAMLError as e:
+        raise UserError(f"malformed YAML: {str(e).splitlines()[0]}", src) from None
     if root is None:
         return {}
     _expect(root, yaml.MappingNode, "a mapping of context names to lists of blocks", src)
@@ -172,7 +186,7 @@ def _block(context: str, node, src: str) -> Block:
         tests = []
     else:
         _expect(tests_node, yaml.SequenceNode, "'tests': a list of test lines", src)
-        tests = [_test_entry(t, src) for t in tests_node.value]
+        tests = [e for t in tests_node.value if (e := _test_entry(t, src))]
     return Block(context, condition, tests, src, _line(node))
 
 
@@ -212,35 +226,38 @@ def _condition(node, src: str) -> Condition:
     return cond
 
 
-def _test_entry(node, src: str) -> TestEntry:
+def _test_entry(node, src: str) -> TestEntry | None:
+    """One entry of a block's tests; None when a comment is all it holds."""
     if not isinstance(node, yaml.ScalarNode) or node.tag != "tag:yaml.org,2002:str":
         raise UserError("a test line must be a string like 'dir/test_x.py::test_y[param] TIMEOUT (60)'",
                         src, _line(node))
     line = _line(node)
-    test_id, rest = split_id(node.value.strip())
+    parts = split_line(node.value)
+    if parts is None:
+        return None
+    timeout, isolation = None, False
+    if parts.marker == "TIMEOUT":
+        m = MINUTES.match(parts.rest)
+        if not m:
+            raise UserError(f"{parts.text}: TIMEOUT needs minutes in parentheses, like TIMEOUT (60)", src, line)
+        timeout, after = float(m.group(1)), parts.rest[m.end():].strip()
+        isolation = after == "ISOLATION"
+        if after and not isolation:
+            raise UserError(f"{parts.text}: unexpected {after!r} after TIMEOUT ({m.group(1)})", src, line)
+        if parts.text.endswith(" ISOLATION"):
+            # TensorRT-LLM finds TIMEOUT first and would read "... ISOLATION" as the test name.
+            raise UserError(f"{parts.text}: write ISOLATION after TIMEOUT (N), not before it", src, line)
+    elif parts.marker == "ISOLATION":
+        isolation = True
+        if parts.rest:
+            raise UserError(f"{parts.text}: unexpected {parts.rest!r} after ISOLATION", src, line)
+    elif parts.marker is not None:
+        raise UserError(f"{parts.text}: {parts.marker} belongs in the waive file, not in a test-db entry", src, line)
     try:
-        words = shell_words(rest)
+        ref = parse_ref(parts.text)
     except ValueError as e:
         raise UserError(str(e), src, line) from None
-    args, timeout, isolation = [], None, False
-    i = 0
-    while i < len(words):
-        w = words[i]
-        if w == "TIMEOUT":
-            m = _TIMEOUT.match(words[i + 1]) if i + 1 < len(words) else None
-            if not m:
-                raise UserError(f"{test_id}: TIMEOUT needs minutes in parentheses, like TIMEOUT (60)", src, line)
-            timeout, i = float(m.group(1)), i + 2
-            continue
-        if w == "ISOLATION":
-            isolation = True
-        elif w in _OPTIONS_WITH_VALUE and i + 1 < len(words):
-            args += [w, words[i + 1]]
-            i += 1
-        else:
-            args.append(w)
-        i += 1
-    return TestEntry(TestRef(test_id, tuple(args)), timeout, isolation, src, line)
+    return TestEntry(ref, timeout, isolation, src, line)
 
 
 def _scalar(node, src: str):

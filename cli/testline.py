@@ -1,16 +1,26 @@
-"""The grammar shared by test-db entries and waive lines:
+"""The line grammar shared by test-db entries and waive lines, read as TensorRT-LLM's
+test_list_parser reads them:
 
-    TEST_ID [PYTEST_ARGS ...] [MARKER ...]
+    [full:PLATFORM/]TEST_TEXT MARKER [(VALUE)]   # comment
 
-TEST_ID is a pytest node id relative to the test root (`dir/file.py::Class::test[param]`, or a
-file or folder); the id ends at the first blank outside brackets, so parameters may hold spaces.
-PYTEST_ARGS are raw pytest arguments (`-k "expr"`, `-m "mark"`), shell-quoted. Two entries name
-the same test when their ids and parsed arguments are equal, however they were quoted.
+1. `#` starts a comment anywhere in the line, even inside brackets or quotes.
+2. The marker is found as ` MARKER` (a space, then the word) anywhere in what is left, trying the
+   markers in the order of MARKERS; the first one found ends TEST_TEXT at its first occurrence.
+   So `TIMEOUT(60)` and `TIMEOUT (60)` both read as a timeout of 60 minutes.
+
+TEST_TEXT is a pytest node id relative to the test root (`dir/file.py::Class::test[param]`, or a
+file or folder; the id ends at the first blank outside brackets, so parameters may hold spaces),
+then raw pytest arguments (`-k "expr"`), shell-quoted. Two entries name the same test when their
+ids and parsed arguments are equal, however they were quoted; each prints as it was written.
 """
 from __future__ import annotations
 
+import re
 import shlex
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+
+MARKERS = ("XFAIL", "SKIP", "UNSTABLE", "TIMEOUT", "ISOLATION")     # TensorRT-LLM's search order
+MINUTES = re.compile(r"\((\d+(?:\.\d+)?)\)")                         # TIMEOUT's value: (60)
 
 
 @dataclass(frozen=True)
@@ -18,14 +28,44 @@ class TestRef:
     __test__ = False            # a data type, not a pytest test class
     test_id: str
     pytest_args: tuple[str, ...] = ()
+    text: str = field(default="", compare=False)     # as written; not part of the identity
 
     def __str__(self) -> str:
-        return " ".join([self.test_id, *(shlex.quote(a) for a in self.pytest_args)])
+        """The entry as written (what TensorRT-LLM's rendered lists show), else a quoted form."""
+        return self.text or " ".join([self.test_id, *(shlex.quote(a) for a in self.pytest_args)])
 
     @property
     def path(self) -> str:
         """The file or folder part of the id."""
         return self.test_id.split("::", 1)[0]
+
+
+@dataclass(frozen=True)
+class Line:
+    text: str                   # the test text: comment, marker and what follows removed
+    marker: str | None
+    rest: str                   # what follows the marker, stripped
+
+
+def split_line(raw: str) -> Line | None:
+    """A line cut at its comment and its marker; None when nothing is left but blanks."""
+    content = raw.partition("#")[0].strip()
+    if not content:
+        return None
+    for marker in MARKERS:
+        at = content.find(" " + marker)
+        if at >= 0:
+            return Line(content[:at].strip(), marker, content[at + 1 + len(marker):].strip())
+    return Line(content, None, "")
+
+
+def parse_ref(text: str) -> TestRef:
+    """'dir/f.py::t[p] -k "expr"' -> TestRef; ValueError on an unclosed bracket or quote."""
+    test_id, rest = split_id(text.strip())
+    if test_id.count("[") > test_id.count("]"):
+        raise ValueError(f"{test_id}: unclosed '[' in the test id ('#' starts a comment anywhere, "
+                         "even inside brackets, as TensorRT-LLM reads lists)")
+    return TestRef(test_id, tuple(shell_words(rest)), text.strip())
 
 
 def split_id(text: str) -> tuple[str, str]:

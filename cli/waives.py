@@ -2,28 +2,30 @@
 
     accuracy/test_x.py::TestY::test_z[param] SKIP (https://bugs.example/123)
     full:B200/accuracy/test_x.py::TestY::test_w XFAIL (only on B200)
-    unittest/some/file.py -k "expr" UNSTABLE (reason (with parentheses))
+    full:sm100/unittest/some/file.py -k "expr" UNSTABLE (reason (with parentheses))
     accuracy/test_x.py::TestY::test_v TIMEOUT (90)
+    perf/test_perf.py::test_perf[x] SKIP # (a comment, not a reason)
 
-One entry a line; a line whose first non-blank character is `#` is a comment. The file is kept as
-its raw lines: editing one entry leaves every other byte as it was.
+Lines follow the grammar of testline.py (`#` comments anywhere, markers found as TensorRT-LLM
+finds them). `full:PLATFORM/` limits an entry to systems with that platform name
+(sysinfo.platform_names). The file is kept as its raw text: editing one entry leaves every other
+byte as it was, CRLF line ends and a missing final newline included.
 """
 from __future__ import annotations
 
-import fnmatch
+import fcntl
+import os
 import re
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
-from filelock import FileLock
-
 from .errors import UserError
-from .fsutil import atomic_write
-from .testline import TestRef, shell_words, split_id
+from .fsutil import atomic_write, read_utf8
+from .sysinfo import platform_names
+from .testline import MINUTES, TestRef, parse_ref, split_line
 
-MARKERS = ("SKIP", "XFAIL", "UNSTABLE", "TIMEOUT")
-_TOKEN = re.compile(r"""\s*("[^"]*"|'[^']*'|\S+)""")
+MARKERS = ("SKIP", "XFAIL", "UNSTABLE", "TIMEOUT")      # ISOLATION is a test-db marker
 BUG_LINK = re.compile(r"https?://|nvbugs/|\bbug\s*#?\d+", re.IGNORECASE)
 
 
@@ -39,13 +41,14 @@ class Waive:
     def timeout_min(self) -> float | None:
         return float(self.reason) if self.marker == "TIMEOUT" else None
 
+    def platform_match(self, info: dict) -> str | None:
+        """The system's platform name that `full:PLATFORM/` names (whole, any case), or None."""
+        names = info["platforms"] if "platforms" in info else platform_names(info)
+        return next((n for n in names if n.upper() == (self.platform or "").upper()), None)
+
     def applies_to(self, info: dict) -> bool:
-        """A `full:PLATFORM/` entry applies only where the gpu matches PLATFORM."""
-        if self.platform is None:
-            return True
-        gpu = str(info.get("gpu", "")).upper()
-        want = self.platform.upper()
-        return bool(gpu) and (gpu == want or gpu.split()[0] == want or fnmatch.fnmatch(gpu, want))
+        """An entry without `full:PLATFORM/` applies everywhere; one with it where PLATFORM matches."""
+        return self.platform is None or self.platform_match(info) is not None
 
     def render(self) -> str:
         prefix = f"full:{self.platform}/" if self.platform else ""
@@ -53,55 +56,68 @@ class Waive:
         return f"{prefix}{self.ref} {self.marker}{reason}"
 
 
+def _reason(rest: str) -> str | None:
+    """The text in the parentheses that open `rest`, to the matching ')'; when they do not
+    balance, to the first ')' as TensorRT-LLM reads it. What follows is ignored, as there."""
+    if not rest.startswith("("):
+        return None
+    depth = 0
+    for i, ch in enumerate(rest):
+        depth += (ch == "(") - (ch == ")")
+        if depth == 0:
+            return rest[1:i].strip()
+    close = rest.find(")")
+    return rest[1:close].strip() if close > 0 else None
+
+
 def parse_line(text: str, path: str, line: int) -> Waive | None:
     """One line of a waive file: a Waive, or None for blank and comment lines."""
-    stripped = text.strip()
-    if not stripped or stripped.startswith("#"):
+    parts = split_line(text)
+    if parts is None:
         return None
-    platform = None
-    if stripped.startswith("full:"):
-        platform, sep, stripped = stripped[len("full:"):].partition("/")
-        if not sep or not platform:
+    if parts.marker is None:
+        raise UserError(f"{parts.text}: no marker; expected one of {', '.join(MARKERS)} after the test id", path, line)
+    if parts.marker not in MARKERS:
+        raise UserError(f"{parts.text}: {parts.marker} belongs in a test-db entry, not in the waive file", path, line)
+    test_text, platform = parts.text, None
+    if test_text.startswith("full:"):
+        platform, sep, test_text = test_text[len("full:"):].partition("/")
+        if not (sep and platform and test_text):
             raise UserError("'full:' must be followed by PLATFORM/ and the test id", path, line)
-    test_id, rest = split_id(stripped)
-    pos, marker, marker_end = 0, None, 0
-    while pos < len(rest):
-        m = _TOKEN.match(rest, pos)
-        if not m:
-            break
-        token = m.group(1)
-        bare = token.split("(", 1)[0]
-        if bare in MARKERS:
-            marker, marker_end = bare, m.start(1) + len(bare)
-            args_text = rest[:m.start(1)]
-            break
-        pos = m.end()
-    if marker is None:
-        raise UserError(f"{test_id}: no marker; expected one of {', '.join(MARKERS)} after the test id", path, line)
+    reason = None
+    if parts.rest:
+        reason = _reason(parts.rest)
+        if reason is None:
+            raise UserError(f"{parts.text}: the reason must be in parentheses, like {parts.marker} (https://bugs/123)",
+                            path, line)
+        if not reason:
+            raise UserError(f"{parts.text}: empty reason in {parts.rest!r}", path, line)
+    if parts.marker == "TIMEOUT":
+        m = MINUTES.match(parts.rest)
+        if not m or float(m.group(1)) <= 0:
+            raise UserError(f"{parts.text}: TIMEOUT needs minutes in parentheses, like TIMEOUT (90)", path, line)
+        reason = m.group(1)
     try:
-        args = tuple(shell_words(args_text))
+        ref = parse_ref(test_text)
     except ValueError as e:
         raise UserError(str(e), path, line) from None
-    tail = rest[marker_end:].strip()
-    reason = None
-    if tail:
-        if not (tail.startswith("(") and tail.endswith(")")):
-            raise UserError(f"{test_id}: the reason must be in parentheses, like {marker} (https://bugs/123)",
-                            path, line)
-        reason = tail[1:-1].strip()
-    if marker == "TIMEOUT":
-        try:
-            if reason is None or float(reason) <= 0:
-                raise ValueError
-        except ValueError:
-            raise UserError(f"{test_id}: TIMEOUT needs minutes in parentheses, like TIMEOUT (90)", path, line) from None
-    return Waive(TestRef(test_id, args), marker, reason, platform, line)
+    return Waive(ref, parts.marker, reason, platform, line)
+
+
+def _lines(text: str) -> list[str]:
+    """The text as lines that keep their ends ('\n' or '\r\n'); only the last may have none."""
+    pieces = text.split("\n")
+    return [p + "\n" for p in pieces[:-1]] + ([pieces[-1]] if pieces[-1] else [])
+
+
+def _without_end(line: str) -> str:
+    return line[:-2] if line.endswith("\r\n") else line[:-1] if line.endswith("\n") else line
 
 
 class WaiveFile:
     def __init__(self, path: str | Path, text: str = ""):
         self.path = Path(path)
-        self.lines = text.splitlines(keepends=True)
+        self.lines = _lines(text)
         self._reindex()
 
     def _reindex(self) -> None:
@@ -115,7 +131,7 @@ class WaiveFile:
         path = Path(path)
         if not path.exists():
             raise UserError("waive file does not exist", str(path))
-        return cls(path, path.read_text())
+        return cls(path, read_utf8(path))
 
     def text(self) -> str:
         return "".join(self.lines)
@@ -124,15 +140,25 @@ class WaiveFile:
         return [w for w in self._by_ref.get(ref, ()) if info is None or w.applies_to(info)]
 
     def add(self, waive: Waive) -> None:
+        """Append an entry, ended as the lines before it are (CRLF in a CRLF file). In a file
+        without a final newline the end goes before the entry instead, so that the file still
+        has none and removing the entry gives back the same bytes."""
+        ended = [raw for raw in self.lines if raw.endswith("\n")]
+        newline = "\r\n" if ended and ended[-1].endswith("\r\n") else "\n"
         if self.lines and not self.lines[-1].endswith("\n"):
-            self.lines[-1] += "\n"
-        self.lines.append(waive.render() + "\n")
+            self.lines[-1] += newline
+            self.lines.append(waive.render())
+        else:
+            self.lines.append(waive.render() + newline)
         self._reindex()
 
     def remove(self, ref: TestRef) -> list[Waive]:
         gone = self.matching(ref)
         drop = {w.line for w in gone}
-        self.lines = [raw for i, raw in enumerate(self.lines, 1) if i not in drop]
+        kept = [raw for i, raw in enumerate(self.lines, 1) if i not in drop]
+        if kept and len(self.lines) in drop and not self.lines[-1].endswith("\n"):
+            kept[-1] = _without_end(kept[-1])          # the file had no final newline: keep it so
+        self.lines = kept
         self._reindex()
         return gone
 
@@ -141,14 +167,39 @@ class WaiveFile:
         atomic_write(self.path, self.text())
 
 
+def _lock(path: Path) -> int:
+    """A descriptor holding an exclusive flock on the file that `path` names now. A save renames
+    a new file over the old one, so a waiter that gets the lock on the old file locks again."""
+    while True:
+        try:
+            fd = os.open(path, os.O_RDONLY)
+        except FileNotFoundError:
+            raise UserError("waive file does not exist", str(path)) from None
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        held = os.fstat(fd)
+        try:
+            now = os.stat(path)
+            if (held.st_dev, held.st_ino) == (now.st_dev, now.st_ino):
+                return fd
+        except FileNotFoundError:
+            pass
+        os.close(fd)
+
+
 @contextmanager
 def editing(path: str | Path):
-    """Load, edit and save under a lock, so concurrent `trtx waive` edits never lose one another."""
+    """Load, edit and save under a lock, so concurrent `trtx waive` edits never lose one another.
+    The lock is a flock on the waive file itself (through its link, if it is one): a lock file
+    beside it would be litter in the user's tree, and one elsewhere could miss another path to
+    the same file."""
     path = Path(path)
-    with FileLock(str(path) + ".lock", timeout=60):
+    fd = _lock(path)
+    try:
         wf = WaiveFile.load(path)
         yield wf
         wf.save()
+    finally:
+        os.close(fd)
 
 
 def hygiene(wf: WaiveFile, known) -> list[tuple[Waive, str]]:

@@ -1,5 +1,6 @@
 """test-db and waive-file corners: contexts, conditions, markers, quoting, comments, and errors that
 name the file and line."""
+import re
 from pathlib import Path
 
 import pytest
@@ -20,7 +21,7 @@ def db():
 
 
 def test_contexts_from_several_files(db):
-    assert set(db.contexts) == {"fx_cpu", "fx_gpu", "fx_run", "fx_kill", "fx_typo", "fx_extra"}
+    assert set(db.contexts) == {"fx_cpu", "fx_gpu", "fx_run", "fx_kill", "fx_typo", "fx_extra", "fx_ci"}
     assert db.blocks("fx_extra")[0].path.endswith("more.yaml")
     assert [str(t.ref) for t in db.select("fx_extra", CPU)] == ["suite/test_basic.py::test_param[c]"]
 
@@ -113,8 +114,22 @@ def test_platform_waives_apply_only_on_their_gpu():
     w = parse_line("full:B200/a.py::t SKIP (x)", "w", 1)
     assert w.applies_to({"gpu": "B200"}) and not w.applies_to({"gpu": "H100 80GB HBM3"})
     assert not w.applies_to({"system_gpu_count": 0})
-    h = parse_line("full:H100/a.py::t SKIP (x)", "w", 1)
-    assert h.applies_to({"gpu": "H100 80GB HBM3"})
+
+
+@pytest.mark.parametrize("platform,info,match", [
+    ("H100", {"gpu": "H100 PCIE"}, None),                      # a prefix of the gpu name is not its name
+    ("H100_PCIe", {"gpu": "H100 PCIE"}, "H100_PCIE"),          # whole name, any case
+    ("NVIDIA_H100_PCIe", {"gpu": "H100 PCIE"}, "NVIDIA_H100_PCIE"),
+    ("RTX", {"gpu": "RTX PRO 6000 BLACKWELL SERVER EDITION"}, None),
+    ("sm100", {"gpu": "B200", "compute_capability": "10.0"}, "sm100"),
+    ("SM90", {"gpu": "H100 80GB HBM3", "compute_capability": "9.0"}, "sm90"),
+    ("DGX_H100", {"gpu": "H100 80GB HBM3"}, None),
+    ("DGX_H100", {"gpu": "H100 80GB HBM3", "product_name": "DGXH100"}, "DGX_H100"),
+    ("RTXPro6000D", {"gpu": "B200", "platforms": ["B200", "RTXPro6000D"]}, "RTXPro6000D"),
+])
+def test_platform_names_match_whole(platform, info, match):
+    w = parse_line(f"full:{platform}/a.py::t SKIP (x)", "w", 1)
+    assert w.platform_match(info) == match and w.applies_to(info) is (match is not None)
 
 
 def test_hygiene_finds_every_kind_of_problem():
@@ -126,3 +141,105 @@ def test_hygiene_finds_every_kind_of_problem():
     problems = hygiene(WaiveFile("w", text), known=lambda ref: ref.test_id != "gone.py::v")
     found = {(w.line, what.split(" ")[0]) for w, what in problems}
     assert found == {(2, "conflicts"), (3, "duplicate"), (4, "reason"), (5, "matches")}
+
+
+def _entries(tmp_path, *lines):
+    (tmp_path / "l.yml").write_text("ctx:\n- tests:\n" + "".join(f"  - {line}\n" for line in lines))
+    return load_testdb(tmp_path).select("ctx", {})
+
+
+def test_test_db_entries_read_as_tensorrt_llm_reads_them(tmp_path):
+    entries = _entries(tmp_path,
+                       "a.py::t TIMEOUT(60) # Cover https://bugs/1",         # no blank before '('
+                       "b.py::t TIMEOUT (120) ISOLATION",
+                       "'c.py::t[x] # quoted: YAML keeps it, the list grammar cuts it'",
+                       "'# a quoted comment is no entry'",
+                       """d/ -k "paged and not slow" ISOLATION""")
+    got = [(str(e.ref), e.timeout_min, e.isolation) for e in entries]
+    assert got == [("a.py::t", 60, False), ("b.py::t", 120, True), ("c.py::t[x]", None, False),
+                   ('d/ -k "paged and not slow"', None, True)]
+    assert entries[3].ref.pytest_args == ("-k", "paged and not slow")
+
+
+@pytest.mark.parametrize("line,message", [
+    ("'a.py::t[x#1] TIMEOUT (30)'", "unclosed '['"),           # '#' cuts even inside brackets
+    ("a.py::t ISOLATION TIMEOUT (60)", "write ISOLATION after TIMEOUT"),
+    ("a.py::t TIMEOUT (60) soon", "unexpected 'soon' after TIMEOUT (60)"),
+    ("a.py::t SKIP (https://bugs/1)", "SKIP belongs in the waive file"),
+])
+def test_test_db_entry_errors(tmp_path, line, message):
+    with pytest.raises(UserError, match=re.escape(message)) as err:
+        _entries(tmp_path, line)
+    assert err.value.line == 3
+
+
+def test_a_quoted_entry_prints_as_written_and_equals_any_quoting():
+    a = parse_line("""f.py -k "x and y" SKIP (r)""", "w", 1).ref
+    b = parse_line("f.py -k 'x and y' SKIP (r)", "w", 1).ref
+    assert a == b and hash(a) == hash(b)
+    assert (str(a), str(b)) == ('f.py -k "x and y"', "f.py -k 'x and y'")
+
+
+@pytest.mark.parametrize("line,marker,reason", [
+    ("p.py::t[a] SKIP # (https://chat/p1)", "SKIP", None),          # the comment is no reason
+    ("p.py::t[a] SKIP # https://bugs/5207477", "SKIP", None),
+    ("p.py::t[a] SKIP", "SKIP", None),
+    ("p.py::t[q] SKIP (SKIP due to timeout of quantization)", "SKIP", "SKIP due to timeout of quantization"),
+    ("p.py::t TIMEOUT(90)", "TIMEOUT", "90"),
+    ("p.py::t SKIP (https://bugs/1) trailing words", "SKIP", "https://bugs/1"),   # ignored, as there
+])
+def test_waive_comments_and_markers(line, marker, reason):
+    w = parse_line(line, "w", 1)
+    assert (w.marker, w.reason) == (marker, reason)
+
+
+@pytest.mark.parametrize("line,message", [
+    ("a.py::t SKIP ()", "empty reason"),
+    ("a.py::t ISOLATION", "ISOLATION belongs in a test-db entry"),
+    ("a.py::t SKIP (see XFAIL fix)", "reason must be in parentheses"),  # XFAIL is looked for first
+])
+def test_more_bad_waive_lines(line, message):
+    with pytest.raises(UserError, match=message):
+        parse_line(line, "w", 1)
+
+
+@pytest.mark.parametrize("wanted,given,ok", [
+    ("true", "True", True), ("true", "true", True), ("true", "TRUE", True), ("false", "False", True),
+    ("true", "1", False), ("true", "yes", False), ("true", "False", False), ("'True'", "true", False),
+])
+def test_boolean_terms(tmp_path, wanted, given, ok):
+    (tmp_path / "l.yml").write_text(f"ctx:\n- condition:\n    terms:\n      supports_fp8: {wanted}\n  tests: [a.py]\n")
+    assert load_testdb(tmp_path).blocks("ctx")[0].condition.matches({"supports_fp8": given}) is ok
+
+
+@pytest.mark.parametrize("data,line,message", [
+    (b"ctx:\n- tests:\n  - a.py::t[\xe9]\n", 3, "not UTF-8 text (byte 0xe9)"),
+    (b"ctx:\n- tests:\n  - a.py\x00\n", 3, "not a YAML text file"),
+])
+def test_binary_test_db_names_file_and_line(tmp_path, data, line, message):
+    (tmp_path / "bad.yml").write_bytes(data)
+    with pytest.raises(UserError, match=re.escape(message)) as err:
+        load_testdb(tmp_path)
+    assert (err.value.path, err.value.line) == (str(tmp_path / "bad.yml"), line)
+
+
+@pytest.mark.parametrize("before,ref,after_remove", [
+    (b"a.py::t SKIP (https://b/1)\r\nb.py::t SKIP (https://b/2)\r\n", "a.py::t", b"b.py::t SKIP (https://b/2)\r\n"),
+    (b"a.py::t SKIP (https://b/1)\nb.py::t SKIP (https://b/2)", "b.py::t", b"a.py::t SKIP (https://b/1)"),
+    (b"a.py::t SKIP (https://b/1)\r\nb.py::t SKIP (https://b/2)", "b.py::t", b"a.py::t SKIP (https://b/1)"),
+    (b"", "a.py::t", b""),
+])
+def test_add_then_remove_gives_back_the_bytes(tmp_path, before, ref, after_remove):
+    path = tmp_path / "w.txt"
+    path.write_bytes(before)
+    wf = WaiveFile.load(path)
+    wf.add(parse_line("new.py::t SKIP (https://b/3)", "x", 0))
+    ended = b"\r\n" if b"\r\n" in before else b"\n"
+    if before.endswith(b"\n") or not before:       # the new entry is ended as the lines before it
+        assert wf.text().encode() == before + b"new.py::t SKIP (https://b/3)" + ended
+    else:                                            # no final newline: none after the entry either
+        assert wf.text().encode() == before + ended + b"new.py::t SKIP (https://b/3)"
+    wf.remove(TestRef("new.py::t"))
+    assert wf.text().encode() == before
+    wf.remove(TestRef(ref))                          # a remove alone keeps the other lines' bytes
+    assert wf.text().encode() == after_remove
