@@ -10,7 +10,8 @@ from rich.console import Console
 
 from .collect import KnownTests
 from .errors import UserError
-from .options import default_path, match_option, test_root_option, testdb_option, waives_option
+from .options import (default_path, match_option, platform_option, test_root_option, testdb_option, timeout_option,
+                      waives_option)
 from .report import render_rich
 from .results import JUNIT_FILE, RESULTS_FILE
 from .runner import Runner, plan, shard
@@ -46,27 +47,31 @@ def _fresh_results_dir(path: Path) -> None:
 @click.command()
 @click.argument("context")
 @match_option
+@platform_option
 @click.option("-k", "keyword", help="Only tests matching this pytest -k expression.")
 @click.option("--results", "results_dir", default="results", show_default=True, type=click.Path(file_okay=False),
               help="Folder for results.jsonl, junit.xml, durations.json and per-process logs.")
 @click.option("--junit", type=click.Path(dir_okay=False), help="JUnit XML path (default: RESULTS/junit.xml).")
-@click.option("--timeout", "timeout_min", default=30.0, show_default=True,
-              help="Minutes per test when neither the list nor a waive says otherwise.")
+@timeout_option("30m", "m", "Per test, when neither the list nor a waive says otherwise")
 @click.option("--shard", "shard_spec", metavar="K/N", help="Run shard K of N (by recorded durations).")
 @click.option("--durations", "durations_path", default=lambda: default_path("testlists/durations.json"),
-              show_default="testlists/durations.json", help="Recorded test durations for --shard.")
+              metavar="FILE", help="Recorded test durations that --shard balances on, e.g. an earlier run's "
+                   "RESULTS/durations.json (every run writes one). Default: testlists/durations.json if "
+                   "there is one; without durations, shards are split by count.")
 @testdb_option
 @waives_option
 @test_root_option
-def run(context, matches, keyword, results_dir, junit, timeout_min, shard_spec, durations_path, testdb, waives_file,
+def run(context, matches, platforms, keyword, results_dir, junit, timeout_s, shard_spec, durations_path, testdb, waives_file,
         test_root):
     """Run the tests of CONTEXT that apply to this system, with waives applied.
 
     Tests run under pytest in list order; ISOLATION tests and tests with their own pytest
-    arguments each get a process of their own. Results are written as each test finishes; a
-    report ends the run. Exit code 0 only if nothing failed.
+    arguments each get a process of their own. Results are written as each test starts and
+    finishes; a report ends the run. Exit code 0 only if nothing failed, 1 if a test failed, 2 for
+    bad input; SIGTERM or SIGINT stops the running test, reports, and exits 143 or 130.
+    Files written and log lines: docs/results.md.
     """
-    info = system_info(matches)
+    info = system_info(matches, platforms)
     entries = load_testdb(testdb).select(context, info)
     waives = WaiveFile.load(waives_file)
     known = KnownTests(test_root)
@@ -92,14 +97,21 @@ def run(context, matches, keyword, results_dir, junit, timeout_min, shard_spec, 
     results_path = Path(results_dir).resolve()
     _fresh_results_dir(results_path)
     junit_path = Path(junit).resolve() if junit else results_path / JUNIT_FILE
-    console.print(f"[bold]trtx run {context}[/]: {len(entries)} list entries, results in {results_path}/")
-    runner = Runner(Path(test_root).resolve(), results_path, junit_path, keyword, console)
-    results = runner.run(plan(entries, waives, info, timeout_min))
+    junit_path.parent.mkdir(parents=True, exist_ok=True)     # written from the start: red until the end
+    # How many tests run is known only as each pytest child collects: the summary counts them.
+    filtered = f", filtered by -k {keyword}" if keyword else ""
+    console.print(f"trtx run {context}: {len(entries)} list entries{filtered}, results in {results_path}/",
+                  soft_wrap=not console.is_terminal, markup=False, highlight=False)
+    runner = Runner(Path(test_root).resolve(), results_path, junit_path, keyword, console, context, shard_spec)
+    results = runner.run(plan(entries, waives, info, timeout_s / 60))
 
     by_entry: dict[str, float] = {}
     for r in results:
-        by_entry[r.entry] = by_entry.get(r.entry, 0.0) + r.duration
+        if r.entry:                                  # not the error of a run cut short
+            by_entry[r.entry] = by_entry.get(r.entry, 0.0) + r.duration
     (results_path / "durations.json").write_text(json.dumps(by_entry, indent=1, sort_keys=True))
     render_rich(results, None, console)
+    if runner.interrupted:
+        raise SystemExit(128 + runner.interrupted)   # the shell's code for death by that signal
     if any(r.failed for r in results):
         raise SystemExit(1)

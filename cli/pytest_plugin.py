@@ -4,7 +4,9 @@
 The plan names the test-list entries this child runs (the node ids themselves are pytest's
 arguments, so pytest keeps exactly those tests, in list order). For each collected test the plugin
 applies the entry's timeout and waive, writes a `start` line when it begins and a `finish` line
-with outcome, duration, message and recorded metrics when it ends, and rewrites JUnit.
+with outcome, duration, message and recorded metrics when it ends, and rewrites JUnit at both: from
+its start until its finish the test is in JUnit as an error ("did not finish"), so a harness killed
+mid-test leaves a red JUnit, never a green one with the test missing.
 Tests record metrics with pytest's own `record_property("accuracy", 91.3)`.
 """
 from __future__ import annotations
@@ -62,8 +64,10 @@ class _TrtxRun:
                     item.add_marker(pytest.mark.xfail(reason=reason, strict=False))
 
     def pytest_runtest_logstart(self, nodeid, location):
-        entry = self.items.get(nodeid, {})
-        append_event(self.results, {"event": "start", "nodeid": nodeid, "entry": entry.get("entry", "")})
+        start = {"event": "start", "nodeid": nodeid, "entry": self.items.get(nodeid, {}).get("entry", "")}
+        # JUnit first: once results.jsonl says the test started, JUnit already holds it as an error.
+        write_junit(results_from_events(read_events(self.results) + [start]), self.junit)
+        append_event(self.results, start)
 
     def pytest_runtest_logreport(self, report):
         self.phases.setdefault(report.nodeid, []).append(report)
@@ -79,7 +83,7 @@ class _TrtxRun:
             "duration": round(sum(r.duration for r in reports), 3), "message": message[-_MAX_MESSAGE:],
             "metrics": {k: _jsonable(v) for k, v in reports[-1].user_properties},
             "waive": f"{waive['marker']} ({waive['reason']})" if waive else None})
-        write_junit(results_from_events(read_events(self.results), running_ok=True), self.junit)
+        write_junit(results_from_events(read_events(self.results)), self.junit)
 
 
 def _outcome(reports) -> tuple[str, str]:

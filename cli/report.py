@@ -1,5 +1,6 @@
-"""Rendering results: a rich table for terminals, Markdown for CI step summaries, JSON for
-machines; and comparing a run against a baseline run."""
+"""Rendering results: a rich table for terminals (one line per test elsewhere, e.g. a CI log),
+Markdown for CI step summaries, JSON for machines; merging the shards of a run; and comparing a
+run against a baseline run."""
 from __future__ import annotations
 
 import json
@@ -8,6 +9,7 @@ from dataclasses import asdict
 from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
+from rich.text import Text
 
 from .results import TestResult
 
@@ -24,6 +26,28 @@ def summary(results: list[TestResult]) -> dict:
     counts["waived"] = sum(r.waive is not None for r in results)
     counts["total"] = len(results)
     return counts
+
+
+def merge_shards(shards: list[list[TestResult]]) -> tuple[list[TestResult], list[str]]:
+    """The shards of one run as one list, in shard order, and the node ids found in more than one.
+    Such a test (a shard run twice, overlapping shards) is kept once, with its worst outcome in
+    ORDER (failed first), so that a merge never hides a failure."""
+    merged: dict[str, TestResult] = {}
+    repeated = []
+    for results in shards:
+        for r in results:
+            kept = merged.get(r.nodeid)
+            if kept is None:
+                merged[r.nodeid] = r
+                continue
+            repeated.append(r.nodeid)
+            if _rank(r) < _rank(kept):
+                merged[r.nodeid] = r
+    return list(merged.values()), list(dict.fromkeys(repeated))
+
+
+def _rank(r: TestResult) -> int:
+    return ORDER.index(r.outcome) if r.outcome in ORDER else 0
 
 
 def compare(results: list[TestResult], baseline: list[TestResult]) -> dict:
@@ -52,44 +76,78 @@ def _metrics(r: TestResult) -> str:
     return ", ".join(f"{k}={_fmt(v)}" for k, v in r.metrics.items())
 
 
-def _first_line(r: TestResult) -> str:
-    lines = [ln for ln in r.message.strip().splitlines() if ln.strip()]
-    # pytest's long repr ends with the error line ("E   AssertionError: ..."): the most telling one.
-    errors = [ln for ln in lines if ln.startswith("E ")]
-    return (errors[0][1:].strip() if errors else lines[-1].strip() if lines else "")[:200]
+def gates(metrics: dict) -> list[tuple[str, str]]:
+    """(metric, its threshold's name) for each metric recorded beside its gate's threshold: M with
+    M_threshold or M_floor, and a rate STEM_rate also with STEM_threshold or STEM_floor (cli/gate.py
+    as_metrics: accuracy with accuracy_threshold, acceptance_rate with acceptance_threshold)."""
+    out = []
+    for name, value in metrics.items():
+        stems = [name] + ([name.removesuffix("_rate")] if name.endswith("_rate") else [])
+        names = [f"{stem}_{kind}" for stem in stems for kind in ("threshold", "floor")]
+        limit = next((k for k in names if k in metrics), None)
+        if limit and _number(value) and _number(metrics[limit]):
+            out.append((name, limit))
+    return out
+
+
+def _number(v) -> bool:
+    return isinstance(v, (int, float)) and not isinstance(v, bool)
+
+
+def result_line(r: TestResult, all_metrics: bool = False) -> Text:
+    """A test on one line, for logs: outcome, test, duration, then its error line, its waive, each
+    gated metric against its threshold and, with `all_metrics`, the other metrics."""
+    m = r.metrics
+    parts = [r.headline] if r.failed else []
+    parts += [f"waived {r.waive}"] if r.waive else []
+    parts += [f"{k} {_fmt(m[k])} {'>=' if m[k] >= m[limit] else '<'} {_fmt(m[limit])}" for k, limit in gates(m)]
+    if all_metrics:
+        shown = {name for pair in gates(m) for name in pair}
+        parts += [f"{k}={_fmt(v)}" for k, v in m.items() if k not in shown]
+    detail = ": " + "; ".join(parts) if parts else ""
+    return Text.assemble((f"{r.outcome.upper():8}", STYLES.get(r.outcome, "")),
+                         f" {r.nodeid} ({r.duration:.1f}s){detail}")
 
 
 def _rows(results: list[TestResult]):
     """(result, detail text) worst outcome first: the failure's error line, the waive, the metrics."""
-    for r in sorted(results, key=lambda r: ORDER.index(r.outcome) if r.outcome in ORDER else 0):
-        parts = [_first_line(r)] if r.failed else []
+    for r in sorted(results, key=_rank):
+        parts = [r.headline] if r.failed else []
         parts += [f"waived {r.waive}"] if r.waive else []
         parts += [_metrics(r)] if r.metrics else []
         yield r, "; ".join(parts)
 
 
 def render_rich(results: list[TestResult], comparison: dict | None, console: Console) -> None:
-    table = Table(title="trtx results", show_lines=False)
-    for col in ("outcome", "test", "time", "metrics / message"):
-        table.add_column(col, overflow="fold")
-    for r, detail in _rows(results):
-        table.add_row(f"[{STYLES.get(r.outcome, '')}]{r.outcome}[/]", escape(r.nodeid), f"{r.duration:.1f}s",
-                      escape(detail))
-    console.print(table)
+    """A table in a terminal; elsewhere (a CI log, a file) one unwrapped line per test, worst
+    first, so that no test id is ever folded."""
+    soft_wrap = not console.is_terminal
+    if console.is_terminal:
+        table = Table(title="trtx results", show_lines=False)
+        for col in ("outcome", "test", "time", "metrics / message"):
+            table.add_column(col, overflow="fold")
+        for r, detail in _rows(results):
+            table.add_row(f"[{STYLES.get(r.outcome, '')}]{r.outcome}[/]", escape(r.nodeid), f"{r.duration:.1f}s",
+                          escape(detail))
+        console.print(table)
+    else:
+        console.print("trtx results:", soft_wrap=True)
+        for r, _ in _rows(results):
+            console.print(result_line(r, all_metrics=True), soft_wrap=True, highlight=False)
     s = summary(results)
-    console.print("  ".join(f"{k}: {v}" for k, v in s.items() if v or k == "total"))
+    console.print("  ".join(f"{k}: {v}" for k, v in s.items() if v or k == "total"), soft_wrap=soft_wrap)
     if comparison:
-        _render_comparison_rich(comparison, console)
+        _render_comparison_rich(comparison, console, soft_wrap)
 
 
-def _render_comparison_rich(c: dict, console: Console) -> None:
-    console.print(f"[bold]against baseline:[/] {len(c['new_failures'])} new failures, {len(c['fixed'])} fixed")
-    for t in c["new_failures"]:
-        console.print(f"  [red]new failure[/] {escape(t)}")
-    for t in c["fixed"]:
-        console.print(f"  [green]fixed[/] {escape(t)}")
-    for d in c["metric_deltas"]:
-        console.print(f"  {escape(d['test'])} {d['metric']}: {_fmt(d['baseline'])} -> {_fmt(d['value'])} ({d['delta']:+.4g})")
+def _render_comparison_rich(c: dict, console: Console, soft_wrap: bool) -> None:
+    lines = [f"[bold]against baseline:[/] {len(c['new_failures'])} new failures, {len(c['fixed'])} fixed"]
+    lines += [f"  [red]new failure[/] {escape(t)}" for t in c["new_failures"]]
+    lines += [f"  [green]fixed[/] {escape(t)}" for t in c["fixed"]]
+    lines += [f"  {escape(d['test'])} {d['metric']}: {_fmt(d['baseline'])} -> {_fmt(d['value'])} ({d['delta']:+.4g})"
+              for d in c["metric_deltas"]]
+    for line in lines:
+        console.print(line, soft_wrap=soft_wrap, highlight=False)
 
 
 def render_markdown(results: list[TestResult], comparison: dict | None) -> str:

@@ -1,8 +1,11 @@
 """The results of a run: an append-only JSON-lines log, and the JUnit XML made from it.
 
-Each test writes a `start` line when it begins and a `finish` line when it ends, each flushed at
-once; JUnit is rewritten atomically after every finish. Whatever kills the harness, the finished
-tests' results are on disk, and a test with a start but no finish is reported as an error.
+`trtx run` writes a `run_start` line, then each test a `start` line when it begins and a `finish`
+line when it ends, then a `run_end` line; each is flushed at once, and JUnit is rewritten
+atomically at every test's start and finish. Whatever kills the harness, the file holds the
+finished tests' results, a test with a start but no finish is an error ("did not finish"), and a
+run with no `run_end` (or an interrupted one) is one more error: the tests after it never ran.
+The layout is documented in docs/results.md.
 """
 from __future__ import annotations
 
@@ -13,11 +16,13 @@ import xml.etree.ElementTree as ET
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from .errors import UserError
 from .fsutil import atomic_write
 
 RESULTS_FILE = "results.jsonl"
 JUNIT_FILE = "junit.xml"
 FAILING = ("failed", "error")
+NOT_FINISHED = "did not finish: started but never finished (the harness was killed or hung)"
 
 
 @dataclass
@@ -36,6 +41,14 @@ class TestResult:
     def failed(self) -> bool:
         return self.outcome in FAILING
 
+    @property
+    def headline(self) -> str:
+        """The message's most telling line: pytest's long repr ends with the error line
+        ("E   AssertionError: ..."), else its last line."""
+        lines = [ln for ln in self.message.strip().splitlines() if ln.strip()]
+        errors = [ln for ln in lines if ln.startswith("E ")]
+        return (errors[0][1:].strip() if errors else lines[-1].strip() if lines else "")[:200]
+
 
 def append_event(path: str | Path, event: dict) -> None:
     line = json.dumps({**event, "time": time.time()}) + "\n"
@@ -47,54 +60,98 @@ def append_event(path: str | Path, event: dict) -> None:
         os.close(fd)
 
 
+def drop_torn_tail(path: str | Path) -> None:
+    """Cut a torn last line (its writer was just killed) before appending after it, so that it
+    never becomes a torn line in the middle, which read_events rejects."""
+    try:
+        with open(path, "rb+") as f:
+            data = f.read()
+            if data and not data.endswith(b"\n"):
+                f.truncate(data.rfind(b"\n") + 1)
+    except FileNotFoundError:
+        pass
+
+
+# The fields each test event needs; results_from_events reads them with [].
+_REQUIRED = {"start": ("nodeid",), "finish": ("nodeid", "outcome")}
+
+
 def read_events(path: str | Path) -> list[dict]:
+    """The events of a results file. A torn last line (its writer killed, or still writing during a
+    live run) is ignored; a bad line anywhere else is a UserError naming the file and line."""
     events = []
     try:
-        with open(path) as f:
-            for line in f:
-                if line.endswith("\n"):           # a torn last line (writer killed) is ignored
-                    events.append(json.loads(line))
+        with open(path, errors="replace") as f:           # garbage bytes fail as a bad line, below
+            for number, line in enumerate(f, 1):
+                if not line.endswith("\n"):
+                    break
+                try:
+                    event = json.loads(line)
+                except json.JSONDecodeError as e:
+                    raise UserError(f"not a JSON line ({e.msg}): a torn or edited results file", str(path),
+                                    number) from None
+                if not isinstance(event, dict) or not isinstance(event.get("event"), str):
+                    raise UserError("not a results event (a JSON object with an \"event\" field)", str(path), number)
+                missing = [k for k in _REQUIRED.get(event["event"], ()) if not isinstance(event.get(k), str)]
+                if missing:
+                    raise UserError(f"{event['event']} event without {', '.join(missing)}", str(path), number)
+                events.append(event)
     except FileNotFoundError:
         pass
     return events
 
 
+def run_name(run_start: dict) -> str:
+    shard = run_start.get("shard")
+    return f"trtx run {run_start.get('context', '')}" + (f" --shard {shard}" if shard else "")
+
+
 def results_from_events(events: list[dict], running_ok: bool = False) -> list[TestResult]:
-    """Fold start/finish lines into one result per test, in start order. A test that started and
-    never finished is an error, unless `running_ok` (a live view of a run still going)."""
+    """Fold the events into one result per test, in start order. A test that started and never
+    finished is an error, and so is a run that never ended (one more result, named after the run),
+    unless `running_ok` (a live view of a run still going)."""
     by_id: dict[str, TestResult] = {}
+    run_start = run_end = None
     for ev in events:
-        nodeid = ev["nodeid"]
-        if ev["event"] == "start":
-            by_id[nodeid] = TestResult(nodeid, ev.get("entry", ""), outcome="running", finished=False,
-                                       message="started but never finished: the harness was killed or hung")
-        elif ev["event"] == "finish":
-            by_id[nodeid] = TestResult(nodeid, ev.get("entry", ""), ev["outcome"], ev.get("duration", 0.0),
-                                       ev.get("message", ""), ev.get("metrics", {}), ev.get("waive"))
+        kind = ev["event"]
+        if kind == "start":
+            by_id[ev["nodeid"]] = TestResult(ev["nodeid"], ev.get("entry", ""), outcome="running", finished=False,
+                                             message=NOT_FINISHED)
+        elif kind == "finish":
+            by_id[ev["nodeid"]] = TestResult(ev["nodeid"], ev.get("entry", ""), ev["outcome"], ev.get("duration", 0.0),
+                                             ev.get("message", ""), ev.get("metrics", {}), ev.get("waive"))
+        elif kind == "run_start":
+            run_start, run_end = ev, None
+        elif kind == "run_end":
+            run_end = ev
     results = list(by_id.values())
     if not running_ok:
         for r in results:
             if not r.finished:
                 r.outcome = "error"
+    interrupted = run_end and run_end.get("interrupted")
+    if run_start and (interrupted or not run_end and not running_ok):
+        why = f"interrupted by {interrupted}" if interrupted else "did not finish: trtx run was killed before the end"
+        results.append(TestResult(run_name(run_start), outcome="error",
+                                  message=f"{why}; tests it had not started did not run"))
     return results
 
 
 def load_results(results_dir: str | Path) -> list[TestResult]:
     path = Path(results_dir) / RESULTS_FILE
     if not path.exists():
-        from .errors import UserError
         raise UserError(f"no {RESULTS_FILE} here: not a trtx results directory", str(results_dir))
     return results_from_events(read_events(path))
 
 
-def write_junit(results: list[TestResult], path: str | Path) -> None:
+def junit_xml(results: list[TestResult]) -> str:
     counts = {k: sum(r.outcome in v for r in results) for k, v in
               {"failures": ("failed",), "errors": ("error",), "skipped": ("skipped", "xfailed")}.items()}
     suite = ET.Element("testsuite", name="trtx", tests=str(len(results)),
                        time=f"{sum(r.duration for r in results):.3f}", **{k: str(v) for k, v in counts.items()})
     for r in results:
         module, _, name = r.nodeid.rpartition("::")
-        case = ET.SubElement(suite, "testcase", classname=module.replace("/", ".").replace("::", "."),
+        case = ET.SubElement(suite, "testcase", classname=module.replace("/", ".").replace("::", ".") or "trtx",
                              name=name or r.nodeid, time=f"{r.duration:.3f}")
         if r.metrics or r.waive:
             props = ET.SubElement(case, "properties")
@@ -102,11 +159,16 @@ def write_junit(results: list[TestResult], path: str | Path) -> None:
                 ET.SubElement(props, "property", name=k, value=str(v))
             if r.waive:
                 ET.SubElement(props, "property", name="waive", value=r.waive)
-        first_line = r.message.strip().splitlines()[0] if r.message.strip() else r.outcome
+        headline = r.headline or r.outcome
         if r.outcome in ("failed", "error"):
-            ET.SubElement(case, "failure" if r.outcome == "failed" else "error", message=first_line).text = r.message
+            ET.SubElement(case, "failure" if r.outcome == "failed" else "error", message=headline).text = r.message
         elif r.outcome in ("skipped", "xfailed"):
-            ET.SubElement(case, "skipped", message=first_line)
+            ET.SubElement(case, "skipped", message=headline)
     tree = ET.ElementTree(ET.Element("testsuites"))
     tree.getroot().append(suite)
-    atomic_write(path, ET.tostring(tree.getroot(), encoding="unicode", xml_declaration=True))
+    return ET.tostring(tree.getroot(), encoding="unicode", xml_declaration=True) + "\n"
+
+
+def write_junit(results: list[TestResult], path: str | Path) -> None:
+    """JUnit XML at `path` (`-`: standard output), replaced atomically."""
+    atomic_write(path, junit_xml(results))

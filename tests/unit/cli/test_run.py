@@ -27,8 +27,16 @@ def trtx(*args, timeout=180):
 
 def outcomes(results_dir):
     res = trtx("report", results_dir, "--format", "json")
-    assert res.returncode == 0, res.stderr
+    assert res.returncode in (0, 1), res.stderr                   # 1: a test failed
     return {t["nodeid"]: t for t in json.loads(res.stdout)["tests"]}
+
+
+def wait_for_start(results, name, timeout=60):
+    """Until results.jsonl says that test `name` started."""
+    log = results / "results.jsonl"
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline and not (log.exists() and name in log.read_text()):
+        time.sleep(0.1)
 
 
 @pytest.fixture(scope="module")
@@ -112,6 +120,8 @@ def test_k_filter_and_shards(tmp_path):
     tree = tmp_path / "t"
     res = trtx("run", "fx_run", *_args(tree, tmp_path / "r"), "-k", "test_ok or isolated")
     assert res.returncode == 0, res.stdout
+    assert "fx_run: 7 list entries, filtered by -k test_ok or isolated," in res.stdout
+    assert "total: 2" in res.stdout
     assert sorted(k.split("::")[-1] for k in outcomes(tmp_path / "r")) == ["test_isolated", "test_ok"]
     listed = {}
     for k in (1, 2):
@@ -126,22 +136,25 @@ def test_sigkill_mid_run_leaves_valid_results_and_no_process(tmp_path):
     results = tmp_path / "results"
     proc = subprocess.Popen([TRTX, "run", "fx_kill", *map(str, _args(tmp_path / "t", results))],
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    log = results / "results.jsonl"
-    deadline = time.monotonic() + 60
-    while time.monotonic() < deadline and not (log.exists() and "test_hangs" in log.read_text()):
-        time.sleep(0.1)
+    wait_for_start(results, "test_hangs")
     children = psutil.Process(proc.pid).children(recursive=True)
     assert children, "trtx should be running a pytest child"
     os.kill(proc.pid, signal.SIGKILL)
     proc.wait(timeout=10)
     gone, alive = psutil.wait_procs(children, timeout=10)
     assert not alive, f"left behind: {[p.cmdline() for p in alive]}"
-    suite = ET.parse(results / "junit.xml").getroot().find("testsuite")   # valid XML, finished test in it
-    assert [c.get("name") for c in suite.findall("testcase")] == ["test_ok"]
+    # Valid XML, and red: the finished test, the running one as an error, and the run cut short.
+    suite = ET.parse(results / "junit.xml").getroot().find("testsuite")
+    cases = {c.get("name"): c for c in suite.findall("testcase")}
+    assert list(cases) == ["test_ok", "test_hangs", "trtx run fx_kill"]
+    assert (suite.get("tests"), suite.get("errors"), suite.get("failures")) == ("3", "2", "0")
+    assert cases["test_hangs"].find("error").get("message").startswith("did not finish")
+    assert cases["trtx run fx_kill"].find("error").get("message").startswith("did not finish")
     got = outcomes(results)
     assert got["suite/test_run.py::test_ok"]["outcome"] == "passed"
     hang = got["suite/test_run.py::test_hangs"]
     assert hang["outcome"] == "error" and "never finished" in hang["message"]
+    assert trtx("report", results).returncode == 1
 
 
 def test_a_relative_results_folder_works(tmp_path):
