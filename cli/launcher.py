@@ -19,11 +19,13 @@ from __future__ import annotations
 import glob
 import os
 import re
+import select
 import shutil
 import signal
 import socket
 import subprocess
 import sys
+import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -123,10 +125,42 @@ def find_tool(name: str) -> str | None:
     return str(local) if local.exists() else shutil.which(name)
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+class Rendezvous:
+    """The job's torch.distributed rendezvous (a TCPStore), held and served by the launcher for the
+    whole job, as torchrun's agent does. Its listening socket is bound before any rank starts and
+    stays bound until the job has ended: no other process (another job, a rank's own gloo
+    connections) can take the port between its choice and its use, a rank can never connect to
+    itself through a port nobody listens on yet, and the store outlives every rank, however they
+    finish. The ranks find it through MASTER_ADDR/MASTER_PORT and TORCHELASTIC_USE_AGENT_STORE
+    (torch's env:// rendezvous then makes every rank, rank 0 included, a client). torch loads
+    only when the first rank connects, so jobs that never rendezvous never pay for it."""
+
+    def __init__(self):
+        self.sock: socket.socket | None = socket.socket()
+        self.sock.bind(("127.0.0.1", 0))
+        self.sock.listen(1024)             # connections wait in the backlog until the store serves
+        self.port = self.sock.getsockname()[1]
+        self.store = None
+
+    def env(self) -> dict[str, str]:
+        return {"MASTER_ADDR": "127.0.0.1", "MASTER_PORT": str(self.port), "TORCHELASTIC_USE_AGENT_STORE": "True"}
+
+    def serve_when_asked(self) -> None:
+        """Start the store once a rank has connected (its request waits in the socket meanwhile)."""
+        if self.sock is None or not select.select([self.sock], [], [], 0)[0]:
+            return
+        from datetime import timedelta
+
+        from torch.distributed import TCPStore
+        self.store = TCPStore("127.0.0.1", self.port, None, True, timedelta(hours=2), wait_for_workers=False,
+                              master_listen_fd=self.sock.detach(), use_libuv=True)
+        self.sock = None                   # the store owns the socket now
+
+    def close(self) -> None:
+        self.store = None                  # stops the store's server and closes its socket
+        if self.sock is not None:
+            self.sock.close()
+            self.sock = None
 
 
 def build_command(launcher: str, n: int, cmd: list[str], log_dir: Path, env_names: list[str]) -> list[str]:
@@ -164,6 +198,8 @@ class Launch:
         self._offsets = [0] * n
         self._partial = [""] * n
         self.tries = 0
+        # torchrun --standalone serves a rendezvous of its own; mpirun and srun get the launcher's.
+        self.rendezvous = Rendezvous() if launcher != "torchrun" else None
 
     def run(self) -> LaunchResult:
         self.start()
@@ -178,11 +214,17 @@ class Launch:
                 os.unlink(old)
         (self.log_dir / ".site").mkdir(exist_ok=True)
         (self.log_dir / ".site" / "sitecustomize.py").write_text(_SITECUSTOMIZE)
-        env = dict(os.environ, MASTER_ADDR="127.0.0.1", MASTER_PORT=str(free_port()), **self.extra_env)
+        rendezvous = self.rendezvous.env() if self.rendezvous else {}
+        env = dict(os.environ, **rendezvous, **self.extra_env)
         gpus = _gpu_count()
         if gpus:
             env["TRTX_GPUS_PER_NODE"] = str(gpus)
-        names = ["MASTER_ADDR", "MASTER_PORT", "TRTX_GPUS_PER_NODE", *self.extra_env]
+        # mpirun's session files (PMIx sockets, per-rank folders) in a folder of this job's own,
+        # removed after teardown: a killed mpirun cannot clean up after itself.
+        self.session_dir = tempfile.mkdtemp(prefix="trtx-mpi-") if self.launcher == "mpirun" else None
+        if self.session_dir:
+            env["PRTE_MCA_prte_tmpdir_base"] = self.session_dir
+        names = [*rendezvous, "TRTX_GPUS_PER_NODE", *self.extra_env]
         cmd = build_command(self.launcher, self.n, self.cmd, self.log_dir, [k for k in names if k in env])
         self.started = time.monotonic()
         launcher_log = open(self.log_dir / "launcher.log", "wb")
@@ -198,12 +240,14 @@ class Launch:
             os.replace(self.log_dir / "launcher.log", self.log_dir / f"launcher-try{self.tries}.log")
             self.start()
             return self.wait()
+        if self.rendezvous:
+            self.rendezvous.close()        # every rank is gone: nobody needs the store any more
         return result
 
     def _watch(self) -> LaunchResult:
         import psutil  # noqa: F401  (~45 ms, for _teardown: loaded while the ranks start, not before)
         start = self.started
-        reason, first = "ok", None
+        reason, first, stop_signal = "ok", None, signal.SIGINT
         try:
             while True:
                 try:
@@ -211,6 +255,8 @@ class Launch:
                 except subprocess.TimeoutExpired:
                     pass
                 self._poll_ranks()
+                if self.rendezvous:
+                    self.rendezvous.serve_when_asked()
                 failed = [r for r in self.ranks if r.exit_code not in (None, 0)]
                 if failed:
                     reason, first = "failed", min(failed, key=lambda r: _mtime(rank_file(self.log_dir, r.rank, "exit"))).rank
@@ -224,14 +270,16 @@ class Launch:
                     reason = "timeout"
                     self._collect_stacks()
                     break
-        except KeyboardInterrupt:
-            reason = "interrupted"
+        except KeyboardInterrupt as e:       # Ctrl-C, or SIGTERM raised as trtx.cli.main.Stopped
+            reason, stop_signal = "interrupted", getattr(e, "signum", signal.SIGINT)
         finally:
             self._teardown()
             self._poll_ranks()
+            if self.session_dir:
+                shutil.rmtree(self.session_dir, ignore_errors=True)
         duration = time.monotonic() - start
         launcher_out = (self.log_dir / "launcher.log").read_text(errors="replace")
-        code = {"ok": 0, "timeout": 124, "interrupted": 130}.get(reason)
+        code = {"ok": 0, "timeout": 124, "interrupted": 128 + stop_signal}.get(reason)
         if code is None:
             rc = self.ranks[first].exit_code if first is not None else self.proc.returncode
             code = rc if rc and rc > 0 else 1

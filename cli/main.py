@@ -3,6 +3,7 @@ is one line on stderr with exit code 2, never a traceback."""
 from __future__ import annotations
 
 import importlib
+import signal
 
 import click
 
@@ -21,6 +22,28 @@ COMMANDS = {
 }
 
 
+class Stopped(KeyboardInterrupt):
+    """SIGTERM, raised where the main thread is: every command then winds down as on Ctrl-C
+    (ranks and pytest children killed, results and reports written), exiting 128 + signal."""
+
+    def __init__(self, signum: int = signal.SIGINT):
+        super().__init__(signal.Signals(signum).name)
+        self.signum = signum
+
+
+def _raise_stopped(signum, _frame):
+    raise Stopped(signum)
+
+
+def take_stop_signals() -> None:
+    """Ctrl-C and SIGTERM stop trtx cleanly. A shell script that starts trtx in the background
+    (`trtx launch ... &`) hands it SIGINT ignored, and Python then never installs its own
+    handler: take SIGINT back, or nothing could interrupt the job but SIGKILL."""
+    if signal.getsignal(signal.SIGINT) is signal.SIG_IGN:
+        signal.signal(signal.SIGINT, signal.default_int_handler)
+    signal.signal(signal.SIGTERM, _raise_stopped)
+
+
 class TrtxGroup(click.Group):
     def list_commands(self, ctx):
         return list(COMMANDS)
@@ -32,6 +55,7 @@ class TrtxGroup(click.Group):
         return getattr(importlib.import_module(f"{__package__}.{module}"), attr)
 
     def invoke(self, ctx):
+        take_stop_signals()
         try:
             return super().invoke(ctx)
         except UserError as e:

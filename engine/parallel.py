@@ -17,6 +17,7 @@ import torch.distributed as dist
 
 from .collectives import Collectives
 from .device import dist_backend, share_cpu_cores
+from .errors import ConfigError
 
 
 @dataclass(frozen=True)
@@ -28,9 +29,9 @@ class RankMapping:
 
     def __post_init__(self):
         if self.tp_size < 1 or self.pp_size < 1:
-            raise ValueError(f"tp and pp sizes must be >= 1, got tp={self.tp_size} pp={self.pp_size}")
+            raise ConfigError(f"tp and pp sizes must be >= 1, got tp={self.tp_size} pp={self.pp_size}")
         if not 0 <= self.rank < self.world_size:
-            raise ValueError(f"rank {self.rank} outside a world of {self.world_size}")
+            raise ConfigError(f"rank {self.rank} outside a world of {self.world_size}")
 
     @property
     def world_size(self) -> int:
@@ -81,7 +82,7 @@ def split_evenly(n: int, parts: int, index: int) -> range:
 def stage_layers(num_layers: int, pp_size: int, pp_rank: int) -> range:
     """The decoder layers a pipeline stage runs: an even split, the remainder to the first stages."""
     if pp_size > num_layers:
-        raise ValueError(f"pipeline parallel size {pp_size} is larger than the model's {num_layers} layers")
+        raise ConfigError(f"pipeline parallel size {pp_size} is larger than the model's {num_layers} layers")
     return split_evenly(num_layers, pp_size, pp_rank)
 
 
@@ -104,17 +105,17 @@ def head_shard(num_heads: int, num_kv_heads: int, tp_size: int, tp_rank: int) ->
     6-query / 2-kv-head model still runs on 4 ranks (query heads 2+1 | 2+1)."""
     if num_kv_heads >= tp_size:
         if num_kv_heads % tp_size:
-            raise ValueError(f"{num_kv_heads} key/value heads cannot be split across tp size {tp_size} "
+            raise ConfigError(f"{num_kv_heads} key/value heads cannot be split across tp size {tp_size} "
                              f"(it must divide them, or be a multiple of them)")
         kv = num_kv_heads // tp_size
         group = num_heads // num_kv_heads
         return HeadShard(tp_rank * kv * group, kv * group, tp_rank * kv, kv)
     if tp_size % num_kv_heads:
-        raise ValueError(f"tp size {tp_size} is neither a divisor nor a multiple of the {num_kv_heads} key/value heads")
+        raise ConfigError(f"tp size {tp_size} is neither a divisor nor a multiple of the {num_kv_heads} key/value heads")
     per_kv = tp_size // num_kv_heads
     group = num_heads // num_kv_heads
     if group < per_kv:
-        raise ValueError(f"tp size {tp_size} leaves some ranks without a query head "
+        raise ConfigError(f"tp size {tp_size} leaves some ranks without a query head "
                          f"({num_heads} query heads, {num_kv_heads} key/value heads)")
     kv_head, sub = divmod(tp_rank, per_kv)
     mine = split_evenly(group, per_kv, sub)
@@ -125,7 +126,7 @@ def check_layout(cfg, tp_size: int, pp_size: int, attention_dp: bool = False) ->
     """Raise ValueError, in one line, if the model cannot be split tp x pp ways (checked for every
     rank, before any process starts or any process group exists)."""
     if attention_dp and pp_size > 1:
-        raise ValueError("attention data parallelism runs on one pipeline stage (pp 1)")
+        raise ConfigError("attention data parallelism runs on one pipeline stage (pp 1)")
     if not attention_dp:          # under attention DP every rank holds all heads
         for rank in range(tp_size):
             head_shard(cfg.num_attention_heads, cfg.num_key_value_heads, tp_size, rank)
@@ -136,7 +137,7 @@ def check_layout(cfg, tp_size: int, pp_size: int, attention_dp: bool = False) ->
 def even_slice(size: int, tp_size: int, tp_rank: int, what: str) -> tuple[int, int]:
     """(start, count) of an evenly split dimension."""
     if size % tp_size:
-        raise ValueError(f"{what} of size {size} is not divisible by tp size {tp_size}")
+        raise ConfigError(f"{what} of size {size} is not divisible by tp size {tp_size}")
     count = size // tp_size
     return tp_rank * count, count
 
@@ -208,7 +209,7 @@ class Parallel:
     def init(cls, tp_size: int, pp_size: int, select_device, attention_dp: bool = False) -> "Parallel":
         world = int(os.environ.get("WORLD_SIZE", "1"))
         if world != tp_size * pp_size:
-            raise ValueError(f"tp {tp_size} x pp {pp_size} needs {tp_size * pp_size} ranks, but this job has "
+            raise ConfigError(f"tp {tp_size} x pp {pp_size} needs {tp_size * pp_size} ranks, but this job has "
                              f"{world} (start it with `trtx launch -n {tp_size * pp_size} -- ...`)")
         mapping = RankMapping(tp_size, pp_size, int(os.environ.get("RANK", "0")), attention_dp)
         device = select_device(int(os.environ.get("LOCAL_RANK", "0")))
@@ -251,5 +252,14 @@ class Parallel:
         return self.world.broadcast(tensor, self.mapping.last_stage_root)
 
     def shutdown(self) -> None:
-        if dist.is_initialized():
-            dist.destroy_process_group()
+        """Leave the job. First a barrier: no rank closes its connections while a peer is still
+        inside the last collective. Then the groups are destroyed with no reference to them left
+        in this process, so their backend threads stop here and now, not during the interpreter's
+        exit, where a backend thread that still needs the GIL aborts the whole process."""
+        if not dist.is_initialized():
+            return
+        dist.barrier()
+        for comm in (self.tp.comm, self.world):
+            if comm is not None:
+                comm.group = None
+        dist.destroy_process_group()

@@ -1,8 +1,10 @@
 """One rank of a tp x pp job that saves the context logits of a few prompts (ranks.prompts_of) on
-the last stage's first rank, which computes them:
+the last stage's first rank, which computes them, then leaves the job and prints the
+torch.distributed backend threads still alive (there must be none: see Parallel.shutdown):
 
     python logits_job.py MODEL_DIR TP PP OUT.pt [NUM_PROMPTS]
 """
+import os
 import sys
 from pathlib import Path
 
@@ -21,3 +23,6 @@ m = llm.parallel.mapping
 if m.rank == m.last_stage_root:
     torch.save([o.context_logits for o in outs], out)
 llm.shutdown()
+threads = [open(f"/proc/self/task/{t}/comm").read().strip() for t in os.listdir("/proc/self/task")]
+backend = sorted(t for t in threads if "gloo" in t or "nccl" in t.lower())
+print(f"backend threads after shutdown: {', '.join(backend) or 'none'}", flush=True)

@@ -3,6 +3,7 @@ and Ctrl-C. After each, no process of the job may be left."""
 import os
 import shutil
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -94,20 +95,49 @@ def test_a_rank_dying_on_sigsegv_ends_the_job(tmp_path):
     assert result.ranks[1].state == "died on SIGSEGV" and result.exit_code != 0
 
 
-def test_ctrl_c_ends_every_rank(tmp_path):
+@pytest.mark.parametrize("how,code", [("SIGINT", 130), ("SIGINT-from-a-script", 130), ("SIGTERM", 143)])
+def test_ctrl_c_and_sigterm_end_every_rank(tmp_path, how, code):
+    """Ctrl-C ends the job (exit 130), and so does SIGTERM (143), with its report; also when trtx
+    was started by a shell script in the background, which hands it SIGINT ignored."""
     log_dir = (tmp_path / "logs").resolve()
-    proc = subprocess.Popen([TRTX, "launch", "-n", "4", "--quiet", "--log-dir", str(log_dir), "--",
-                             sys.executable, JOB, "sleep"], stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    cmd = [TRTX, "launch", "-n", "4", "--quiet", "--log-dir", str(log_dir), "--", sys.executable, JOB, "sleep"]
+    ignored = signal.SIG_IGN if how == "SIGINT-from-a-script" else signal.SIG_DFL
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                            preexec_fn=lambda: signal.signal(signal.SIGINT, ignored))
     deadline = time.monotonic() + 60
     while time.monotonic() < deadline and len(list(log_dir.glob("rank-*.pid"))) < 4:
         time.sleep(0.1)
     assert len(list(log_dir.glob("rank-*.pid"))) == 4
-    os.kill(proc.pid, signal.SIGINT)
+    os.kill(proc.pid, signal.SIGTERM if how == "SIGTERM" else signal.SIGINT)
     out, _ = proc.communicate(timeout=30)
-    assert proc.returncode == 130, out.decode()
+    assert proc.returncode == code, out.decode()
     assert b"interrupted" in out
     time.sleep(0.5)
     assert not leftovers(log_dir)
+
+
+def test_the_rendezvous_port_is_held_by_the_launcher_for_the_whole_job(tmp_path):
+    """The port ranks rendezvous on is bound, listening, before any rank starts and until the job
+    ends (no window in which another process can take it); every rank, rank 0 included, is a
+    client of the launcher's store; the port is free again after the job."""
+    job = Launch(2, [sys.executable, JOB, "ok"], 120, (tmp_path / "logs").resolve())
+    port = job.rendezvous.port
+    with pytest.raises(OSError):                 # taken: nobody else can bind it before rank 0 runs
+        socket.create_server(("127.0.0.1", port))
+    result = job.run()
+    assert (result.reason, result.exit_code) == ("ok", 0), result.summary()
+    for r in result.ranks:
+        assert f"rank {r.rank} of 2: sum 3" in r.log_text()
+    socket.create_server(("127.0.0.1", port)).close()   # released with the job
+
+
+def test_mpirun_session_files_go_with_the_job_even_when_it_is_killed(tmp_path, monkeypatch):
+    """A timed-out job's mpirun is killed and cannot remove its session folder; the launcher puts
+    it in a folder of the job's own and removes that after teardown."""
+    monkeypatch.setenv("TMPDIR", str(tmp_path))
+    result = launch(tmp_path, "skip", timeout_s=15)
+    assert result.reason == "timeout"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["logs"], "mpirun left files behind"
 
 
 def test_launcher_flags_and_alternatives(tmp_path):
