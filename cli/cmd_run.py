@@ -32,6 +32,20 @@ def _parse_shard(value: str | None) -> tuple[int, int] | None:
     return k, n
 
 
+def _load_durations(path: Path) -> dict[str, float]:
+    """{list entry: seconds} from an earlier run's durations.json; none when there is no file."""
+    if not path.exists():
+        return {}
+    try:
+        durations = json.loads(path.read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        raise UserError(f"not a durations file ({e})", str(path), getattr(e, "lineno", None)) from None
+    if not isinstance(durations, dict) or not all(isinstance(v, (int, float)) for v in durations.values()):
+        raise UserError("a durations file maps each list entry to its seconds, like {\"test_x.py::t\": 12.5}",
+                        str(path))
+    return durations
+
+
 def _fresh_results_dir(path: Path) -> None:
     """Start a results directory; a previous run's files move to previous/ (a ready baseline)."""
     path.mkdir(parents=True, exist_ok=True)
@@ -86,8 +100,7 @@ def run(context, matches, platforms, keyword, results_dir, junit, timeout_s, sha
         raise UserError("; ".join(lines) + more)
     parts = _parse_shard(shard_spec)
     if parts:
-        durations = json.loads(Path(durations_path).read_text()) if Path(durations_path).exists() else {}
-        entries = shard(entries, *parts, durations)
+        entries = shard(entries, *parts, _load_durations(Path(durations_path)))
     console = Console(stderr=False)
     if not entries:
         console.print(f"no tests of {context} apply to this system (see `trtx list {context} --explain`)")

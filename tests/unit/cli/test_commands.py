@@ -102,3 +102,14 @@ def test_waive_check_exit_codes(tree):
     assert dirty.returncode == 1
     assert f"waives.txt:{line}: matches no known test" in dirty.stdout
     assert f"waives.txt:{line}: reason has no bug link" in dirty.stdout
+
+
+@pytest.mark.parametrize("text,where", [('{"a.py": 1.0,\n "b.py": }', ":2: not a durations file"),
+                                        ('["a.py"]', ": a durations file maps each list entry")])
+def test_run_with_a_bad_durations_file_is_one_line(tree, text, where):
+    bad = tree / "durations.json"
+    bad.write_text(text)
+    res = trtx("run", "fx_cpu", "--testdb", tree / "test-db", "--waives-file", tree / "waives.txt",
+               "--test-root", tree / "tests", "--results", tree / "r", "--shard", "1/2", "--durations", bad)
+    assert res.returncode == 2 and "Traceback" not in res.stderr, res.stderr
+    assert res.stderr.strip().splitlines() == [res.stderr.strip()] and f"{bad}{where}" in res.stderr
