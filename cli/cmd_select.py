@@ -26,7 +26,8 @@ def sysinfo(matches, platforms):
 @platform_option
 @testdb_option
 @waives_option
-@click.option("--markers", is_flag=True, help="Show each test's TIMEOUT/ISOLATION markers and waives.")
+@click.option("--markers", is_flag=True, help="Show each test's TIMEOUT/ISOLATION markers and waives (for a "
+              "folder, file or class: how many waives fall inside it).")
 @click.option("--explain", is_flag=True, help="Say for every block which keys matched and which failed, and "
               "for every waive of a listed test whether its platform matched.")
 def list_tests(context, matches, platforms, testdb, waives_file, markers, explain):
@@ -46,11 +47,18 @@ def list_tests(context, matches, platforms, testdb, waives_file, markers, explai
     selected = db.select(context, info)
     if explain:
         _explain_waives(selected, waives, info)
+    if markers:
+        from .runner import waives_for      # only here: it loads pytest, which a plain `list` does without
+        here = [w for w in waives.entries if w.applies_to(info)]
     for entry in selected:
         line = str(entry.ref)
         if markers:
+            found = waives_for(entry.ref, here)
+            # A longer id lies inside the entry (a folder, file or class): counted, as `list` collects no tests.
+            inside = [w for w in found if len(w.ref.test_id) > len(entry.ref.test_id)]
             extra = [entry.markers] if entry.markers else []
-            extra += [f"waived: {w.marker} ({w.reason})" for w in waives.matching(entry.ref, info)]
+            extra += [f"waived: {w.marker} ({w.reason})" for w in found if w not in inside]
+            extra += [f"waived inside: {len(inside)}"] if inside else []
             line = "  ".join([line, *extra])
         click.echo(line)
 

@@ -2,11 +2,13 @@
 --trtx-plan PLAN.json`.
 
 The plan names the test-list entries this child runs (the node ids themselves are pytest's
-arguments, so pytest keeps exactly those tests, in list order). For each collected test the plugin
-applies the entry's timeout and waive, writes a `start` line when it begins and a `finish` line
-with outcome, duration, message and recorded metrics when it ends, and rewrites JUnit at both: from
-its start until its finish the test is in JUnit as an error ("did not finish"), so a harness killed
-mid-test leaves a red JUnit, never a green one with the test missing.
+arguments, so pytest keeps exactly those tests, in list order), each with the waives that can apply
+to its tests. For each collected test the plugin applies the entry's timeout and the most specific
+waive that contains the test (one naming its node id, then its function, class, file or a folder;
+one with pytest arguments covers every test of the entry it names), writes a `start` line when it
+begins and a `finish` line with outcome, duration, message and recorded metrics when it ends, and
+rewrites JUnit at both: from its start until its finish the test is in JUnit as an error ("did not
+finish"), so a harness killed mid-test leaves a red JUnit, never a green one with the test missing.
 Tests record metrics with pytest's own `record_property("accuracy", 91.3)`.
 """
 from __future__ import annotations
@@ -32,20 +34,25 @@ def pytest_configure(config):
             config.pluginmanager.register(_TrtxRun(json.load(f)), "trtx-run")
 
 
+def within(test_id: str, outer: str) -> bool:
+    """Whether the pytest id `test_id` is `outer` or lies inside it: `outer` names a folder (with or
+    without a final `/`), a file, a class, or a function (whose parametrized tests are `outer[...]`).
+    Fast on a mismatch (one startswith): `trtx run` and `list --markers` ask it for every entry and waive."""
+    outer = outer.rstrip("/")
+    return test_id.startswith(outer) and test_id[len(outer):len(outer) + 1] in ("", ":", "[", "/")
+
+
 class _TrtxRun:
     def __init__(self, plan: dict):
         self.results, self.junit = plan["results"], plan["junit"]
         # Most specific entry first: an exact node id beats its class, its file, its folder.
         self.entries = sorted(plan["entries"], key=lambda e: -len(e["test_id"]))
         self.items: dict[str, dict] = {}      # nodeid -> entry
+        self.waived: dict[str, dict] = {}     # nodeid -> the waive that decides its outcome
         self.phases: dict[str, list] = {}
 
     def _entry_for(self, nodeid: str) -> dict | None:
-        for e in self.entries:
-            tid = e["test_id"]
-            if nodeid == tid or nodeid.startswith((tid + "::", tid + "[", tid.rstrip("/") + "/")):
-                return e
-        return None
+        return next((e for e in self.entries if within(nodeid, e["test_id"])), None)
 
     @pytest.hookimpl(trylast=True)
     def pytest_collection_modifyitems(self, items):
@@ -54,9 +61,13 @@ class _TrtxRun:
             if entry is None:
                 continue
             self.items[item.nodeid] = entry
-            item.add_marker(pytest.mark.timeout(entry["timeout_s"]))
-            waive = entry.get("waive")
+            # The plan lists the entry's waives most specific first: the first of each kind decides.
+            mine = [w for w in entry["waives"] if w["whole_entry"] or within(item.nodeid, w["test_id"])]
+            timeout = next((w for w in mine if w["marker"] == "TIMEOUT"), entry)["timeout_s"]
+            item.add_marker(pytest.mark.timeout(timeout))
+            waive = next((w for w in mine if w["marker"] != "TIMEOUT"), None)
             if waive:
+                self.waived[item.nodeid] = waive
                 reason = f"waived: {waive['marker']} ({waive['reason']})"
                 if waive["marker"] == "SKIP":
                     item.add_marker(pytest.mark.skip(reason=reason))
@@ -77,7 +88,7 @@ class _TrtxRun:
     def _finish(self, nodeid: str, reports: list) -> None:
         entry = self.items.get(nodeid, {})
         outcome, message = _outcome(reports)
-        waive = entry.get("waive")
+        waive = self.waived.get(nodeid)
         append_event(self.results, {
             "event": "finish", "nodeid": nodeid, "entry": entry.get("entry", ""), "outcome": outcome,
             "duration": round(sum(r.duration for r in reports), 3), "message": message[-_MAX_MESSAGE:],

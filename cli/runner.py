@@ -2,8 +2,10 @@
 
 Consecutive plain entries share one pytest process; an ISOLATION entry, or one with raw pytest
 arguments (`-k "expr"`), gets a process of its own. Processes run one after another, so the list
-order holds. Each child gets a plan (entries, timeouts, waives) for the plugin in
-cli/pytest_plugin.py, writes its log under RESULTS/logs/, and dies with the harness (Linux
+order holds. Each child gets a plan for the plugin in cli/pytest_plugin.py: its entries, their
+timeouts, and the waives that can apply to each entry's tests (its own, and those naming a test
+inside it or a folder, file or class around it), which the plugin applies to each test it
+collects. Each child writes its log under RESULTS/logs/, and dies with the harness (Linux
 PDEATHSIG) so that nothing outlives `trtx run`. SIGTERM or SIGINT kills the running child, records
 its tests as interrupted and ends the run with its report. In a terminal progress is a live view;
 elsewhere (a CI log) it is one unwrapped line per test start, end and heartbeat (docs/results.md).
@@ -27,12 +29,14 @@ from rich.table import Table
 from rich.text import Text
 
 from .errors import UserError
+from .pytest_plugin import within
 from .rank_entry import die_with_parent
 from .report import STYLES, result_line
 from .results import (RESULTS_FILE, TestResult, append_event, drop_torn_tail, read_events, results_from_events,
                       write_junit)
 from .testdb import TestEntry
-from .waives import WaiveFile
+from .testline import TestRef
+from .waives import Waive, WaiveFile
 
 WATCHDOG_SLACK_S = 60        # beyond the largest per-test timeout, before a silent child is killed
 HEARTBEAT_S = 30             # without a terminal, a "still running" line this often (TRTX_HEARTBEAT_S)
@@ -42,27 +46,36 @@ STOP_SIGNALS = (signal.SIGTERM, signal.SIGINT)
 @dataclass
 class Planned:
     entry: TestEntry
-    timeout_s: int
-    waive: dict | None
+    timeout_s: int               # the list's TIMEOUT, else the default; a TIMEOUT waive overrides it per test
+    waives: list[Waive]          # those that can apply to the entry's tests (waives_for)
 
     def to_json(self) -> dict:
-        return {"entry": str(self.entry.ref), "test_id": self.entry.ref.test_id,
-                "timeout_s": self.timeout_s, "waive": self.waive}
+        return {"entry": str(self.entry.ref), "test_id": self.entry.ref.test_id, "timeout_s": self.timeout_s,
+                "waives": [{"test_id": w.ref.test_id, "whole_entry": bool(w.ref.pytest_args), "marker": w.marker,
+                            "reason": w.reason or "", "timeout_s": _seconds(w.timeout_min)} for w in self.waives]}
+
+    @property
+    def longest_timeout_s(self) -> int:
+        return max([self.timeout_s] + [_seconds(w.timeout_min) for w in self.waives if w.timeout_min])
+
+
+def _seconds(minutes: float | None) -> int | None:
+    return None if minutes is None else int(minutes * 60)
+
+
+def waives_for(ref: TestRef, waives: list[Waive]) -> list[Waive]:
+    """The waives that can apply to tests of the list entry `ref`, most specific (longest id) first:
+    its own (same id and pytest arguments), and those without pytest arguments that name a test
+    inside it or a folder, file, class or function around it. The plugin gives each collected test
+    the first of these that contains it (docs/test-db-and-waives.md, "How a waive finds its tests")."""
+    found = [w for w in waives if (w.ref == ref if w.ref.pytest_args else
+                                   within(w.ref.test_id, ref.test_id) or within(ref.test_id, w.ref.test_id))]
+    return sorted(found, key=lambda w: (-len(w.ref.test_id), w.ref != ref))     # stable: then file order
 
 
 def plan(entries: list[TestEntry], waives: WaiveFile, info: dict, default_timeout_min: float) -> list[Planned]:
-    out = []
-    for e in entries:
-        applying = waives.matching(e.ref, info)
-        timeout_min = e.timeout_min or default_timeout_min
-        waive = None
-        for w in applying:
-            if w.marker == "TIMEOUT":
-                timeout_min = w.timeout_min
-            elif waive is None:
-                waive = {"marker": w.marker, "reason": w.reason or ""}
-        out.append(Planned(e, int(timeout_min * 60), waive))
-    return out
+    here = [w for w in waives.entries if w.applies_to(info)]
+    return [Planned(e, _seconds(e.timeout_min or default_timeout_min), waives_for(e.ref, here)) for e in entries]
 
 
 def segments(planned: list[Planned]) -> list[list[Planned]]:
@@ -168,7 +181,7 @@ class Runner:
 
     def _watch(self, proc: subprocess.Popen, group: list[Planned], live: Live | None, index: int, total: int) -> None:
         last_event, seen = time.monotonic(), len(read_events(self.results))
-        limit = max(p.timeout_s for p in group) + WATCHDOG_SLACK_S
+        limit = max(p.longest_timeout_s for p in group) + WATCHDOG_SLACK_S
         while proc.poll() is None:
             time.sleep(0.2)
             events = read_events(self.results)
