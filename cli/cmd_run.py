@@ -124,6 +124,9 @@ def run(context, matches, platforms, keyword, results_dir, junit, timeout_s, sha
             by_entry[r.entry] = by_entry.get(r.entry, 0.0) + r.duration
     (results_path / "durations.json").write_text(json.dumps(by_entry, indent=1, sort_keys=True))
     render_rich(results, None, console)
+    if not results:          # a -k typo must not read as a green run
+        why = f"-k {keyword} matched none of their tests" if keyword else "pytest collected none of their tests"
+        raise UserError(f"no test ran: {len(entries)} list entries of {context}, and {why}")
     if runner.interrupted:
         raise SystemExit(128 + runner.interrupted)   # the shell's code for death by that signal
     if any(r.failed for r in results):

@@ -113,3 +113,11 @@ def test_run_with_a_bad_durations_file_is_one_line(tree, text, where):
                "--test-root", tree / "tests", "--results", tree / "r", "--shard", "1/2", "--durations", bad)
     assert res.returncode == 2 and "Traceback" not in res.stderr, res.stderr
     assert res.stderr.strip().splitlines() == [res.stderr.strip()] and f"{bad}{where}" in res.stderr
+
+
+def test_run_where_k_matches_no_test_is_not_green(tree):
+    """A typo in -k selects nothing: exit 2 and say so, never a green run of zero tests."""
+    res = trtx("run", "fx_cpu", "--testdb", tree / "test-db", "--waives-file", tree / "waives.txt",
+               "--test-root", tree / "tests", "--results", tree / "r", "-k", "no_such_test_anywhere")
+    assert res.returncode == 2, res.stdout + res.stderr
+    assert "no test ran" in res.stderr and "-k no_such_test_anywhere matched none" in res.stderr
