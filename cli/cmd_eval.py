@@ -50,6 +50,8 @@ def eval_cmd(model, dataset, tp, pp, adp, mtp_nextn, max_samples, max_num_seqs, 
 
     from trtx.engine.errors import ConfigError
 
+    if samples and not json_out:
+        raise UserError("--samples adds every sample to the --json file: give --json FILE with it")
     if graphs and pp > 1:
         raise UserError("--graphs needs --pp 1: pipeline stages run eagerly")
     model_dir = resolve_model(model)

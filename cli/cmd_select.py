@@ -8,7 +8,7 @@ import click
 from .options import match_option, platform_option, testdb_option, waives_option
 from .sysinfo import system_info
 from .testdb import load_testdb
-from .waives import WaiveFile
+from .waives import WaiveFile, WaiveIndex
 
 
 @click.command()
@@ -48,31 +48,31 @@ def list_tests(context, matches, platforms, testdb, waives_file, markers, explai
     if explain:
         _explain_waives(selected, waives, info)
     if markers:
-        from .runner import waives_for      # only here: it loads pytest, which a plain `list` does without
-        here = [w for w in waives.entries if w.applies_to(info)]
+        here = WaiveIndex([w for w in waives.entries if w.applies_to(info)])
     for entry in selected:
         line = str(entry.ref)
         if markers:
-            found = waives_for(entry.ref, here)
+            found = here.for_entry(entry.ref)
             # A longer id lies inside the entry (a folder, file or class): counted, as `list` collects no tests.
             inside = [w for w in found if len(w.ref.test_id) > len(entry.ref.test_id)]
             extra = [entry.markers] if entry.markers else []
-            extra += [f"waived: {w.marker} ({w.reason})" for w in found if w not in inside]
+            extra += [f"waived: {w.label}" for w in found if w not in inside]
             extra += [f"waived inside: {len(inside)}"] if inside else []
             line = "  ".join([line, *extra])
         click.echo(line)
 
 
 def _explain_waives(entries, waives: WaiveFile, info: dict) -> None:
-    """For each waive of a listed test: whether it applies here, and which platform name decided."""
+    """For each waive of a listed test, in file line order: whether it applies here, and which
+    platform name decided."""
     names = ", ".join(info["platforms"]) or "none"
     click.echo(f"# waives ({waives.path}); this system's platforms: {names}")
-    for entry in entries:
-        for w in waives.matching(entry.ref):
-            if w.platform is None:
-                verdict = "applies (no full:PLATFORM/)"
-            elif hit := w.platform_match(info):
-                verdict = f"applies (platform {hit} matched full:{w.platform}/)"
-            else:
-                verdict = f"does not apply (no platform of this system is {w.platform})"
-            click.echo(f"#   line {w.line}: {w.render()}: {verdict}")
+    found = {w for entry in entries for w in waives.matching(entry.ref)}
+    for w in sorted(found, key=lambda w: w.line):
+        if w.platform is None:
+            verdict = "applies (no full:PLATFORM/)"
+        elif hit := w.platform_match(info):
+            verdict = f"applies (platform {hit} matched full:{w.platform}/)"
+        else:
+            verdict = f"does not apply (no platform of this system is {w.platform})"
+        click.echo(f"#   line {w.line}: {w.render()}: {verdict}")

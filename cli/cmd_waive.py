@@ -5,8 +5,9 @@ import click
 
 from .collect import KnownTests
 from .errors import UserError
-from .options import match_option, platform_option, test_root_option, waives_option
-from .sysinfo import system_info
+from .options import edited_waives_file, edited_waives_option, match_option, platform_option, test_root_option, \
+    waives_option
+from .sysinfo import check_platform, system_info
 from .testline import TestRef, parse_ref
 from .waives import MARKERS, Waive, WaiveFile, editing, hygiene, parse_line
 
@@ -44,13 +45,19 @@ def waive():
 @click.option("--marker", type=click.Choice(MARKERS), default="SKIP", show_default=True)
 @click.option("--platform", help="Limit the waive to systems with the platform name PLATFORM (writes full:PLATFORM/).")
 @click.option("--force", is_flag=True, help="Add even if TEST_ID names no existing test.")
-@waives_option
+@edited_waives_option
 @test_root_option
 def add(test_id, reason, marker, platform, force, waives_file, test_root):
     """Waive TEST_ID: append an entry, leaving the rest of the file byte for byte as it was."""
     ref = _ref(test_id)
+    waives_file = edited_waives_file(waives_file)
+    if platform is not None:
+        check_platform(platform, "--platform ")
     if not reason.strip():
         raise UserError("--reason must say why (ideally with a bug link); it is empty")
+    if marker == "TIMEOUT" and not reason.strip().isdecimal():
+        raise UserError(f"--reason {reason.strip()!r}: a TIMEOUT waive takes whole minutes, like --reason 90 "
+                        "(TensorRT-LLM reads an integer)")
     entry = _checked(Waive(ref, marker, reason.strip(), platform, 0))
     if not force:
         known = KnownTests(test_root)
@@ -67,10 +74,11 @@ def add(test_id, reason, marker, platform, force, waives_file, test_root):
 
 @waive.command()
 @click.argument("test_id")
-@waives_option
+@edited_waives_option
 def remove(test_id, waives_file):
     """Remove every entry for TEST_ID (all platforms)."""
     ref = _ref(test_id)
+    waives_file = edited_waives_file(waives_file)
     with editing(waives_file) as wf:
         gone = wf.remove(ref)
         if not gone:

@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from .errors import UserError, closest
+from .fsutil import read_utf8
 from .options import REPO_ROOT
 
 if TYPE_CHECKING:
@@ -57,9 +58,9 @@ def check_rows(path: Path) -> int:
     row index skips blank lines, and it would coerce or reject a bad value without saying where)."""
     rows = 0
     try:
-        text = path.read_text(encoding="utf-8")
-    except (OSError, UnicodeDecodeError) as e:
-        raise UserError(f"cannot read the eval set: {e}", str(path)) from None
+        text = read_utf8(path)                              # not UTF-8: names the line of the bad byte
+    except OSError as e:
+        raise UserError(f"cannot read the eval set: {e.strerror}", str(path)) from None
     for number, line in enumerate(text.split("\n"), 1):    # JSONL lines end at \n only
         if not line.strip():
             continue

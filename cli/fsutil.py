@@ -15,7 +15,10 @@ from .errors import UserError
 def read_utf8(path: str | Path) -> str:
     """The file's text, UTF-8 decoded with its newlines untouched (CRLF stays CRLF). A file that
     is not UTF-8 (a binary, a Latin-1 export) is one UserError naming the line of the first bad byte."""
-    data = Path(path).read_bytes()
+    try:
+        data = Path(path).read_bytes()
+    except IsADirectoryError:
+        raise UserError("is a folder, not a file", str(path)) from None
     try:
         return data.decode("utf-8")
     except UnicodeDecodeError as e:

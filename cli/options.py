@@ -6,7 +6,10 @@ from pathlib import Path
 
 import click
 
+from .errors import UserError
+
 REPO_ROOT = Path(__file__).resolve().parents[1]
+WAIVES = "waives/waives.txt"
 
 
 def default_path(relative: str) -> str:
@@ -14,12 +17,27 @@ def default_path(relative: str) -> str:
     return relative if Path(relative).exists() else str(REPO_ROOT / relative)
 
 
+_FALLBACK = "here, else the one bundled with trtx"
 testdb_option = click.option("--testdb", "testdb", default=lambda: default_path("testlists/test-db"),
-                             show_default="testlists/test-db", help="Folder of test-db YAML files.")
-waives_option = click.option("--waives-file", default=lambda: default_path("waives/waives.txt"),
-                             show_default="waives/waives.txt", help="The waive file.")
+                             help=f"Folder of test-db YAML files (default: testlists/test-db {_FALLBACK}).")
+waives_option = click.option("--waives-file", default=lambda: default_path(WAIVES),
+                             help=f"The waive file (default: {WAIVES} {_FALLBACK}).")
 test_root_option = click.option("--test-root", default=lambda: default_path("tests/integration"),
-                                show_default="tests/integration", help="Folder that test ids are relative to.")
+                                help=f"Folder that test ids are relative to (default: tests/integration {_FALLBACK}).")
+# Editing never falls back to the bundled file: a command run outside a project must not edit trtx itself.
+edited_waives_option = click.option("--waives-file", help=f"The waive file to edit (default: {WAIVES} here).")
+
+
+def edited_waives_file(waives_file: str | None) -> str:
+    """--waives-file of an editing command: as given, else ./waives/waives.txt, which must exist."""
+    if waives_file is not None:
+        return waives_file
+    if not Path(WAIVES).exists():
+        raise UserError(f"no {WAIVES} in this folder: run where the project's waive file is, or name it with "
+                        "--waives-file (editing commands never edit the waive file bundled with trtx)")
+    return WAIVES
+
+
 match_option = click.option("--match", "matches", multiple=True, metavar="KEY=VALUE",
                             help="Override a detected system key (repeatable), e.g. --match gpu=B200.")
 platform_option = click.option("--platform", "platforms", multiple=True, metavar="NAME",

@@ -19,6 +19,8 @@ import math
 import pytest
 
 from .results import append_event, read_events, results_from_events, write_junit
+from .testline import within
+from .waives import waive_label
 
 _MAX_MESSAGE = 6000
 
@@ -32,14 +34,6 @@ def pytest_configure(config):
     if plan_path:
         with open(plan_path) as f:
             config.pluginmanager.register(_TrtxRun(json.load(f)), "trtx-run")
-
-
-def within(test_id: str, outer: str) -> bool:
-    """Whether the pytest id `test_id` is `outer` or lies inside it: `outer` names a folder (with or
-    without a final `/`), a file, a class, or a function (whose parametrized tests are `outer[...]`).
-    Fast on a mismatch (one startswith): `trtx run` and `list --markers` ask it for every entry and waive."""
-    outer = outer.rstrip("/")
-    return test_id.startswith(outer) and test_id[len(outer):len(outer) + 1] in ("", ":", "[", "/")
 
 
 class _TrtxRun:
@@ -68,7 +62,7 @@ class _TrtxRun:
             waive = next((w for w in mine if w["marker"] != "TIMEOUT"), None)
             if waive:
                 self.waived[item.nodeid] = waive
-                reason = f"waived: {waive['marker']} ({waive['reason']})"
+                reason = f"waived: {waive_label(waive['marker'], waive['reason'])}"
                 if waive["marker"] == "SKIP":
                     item.add_marker(pytest.mark.skip(reason=reason))
                 elif waive["marker"] in ("XFAIL", "UNSTABLE"):   # runs; a failure does not fail the run
@@ -93,7 +87,7 @@ class _TrtxRun:
             "event": "finish", "nodeid": nodeid, "entry": entry.get("entry", ""), "outcome": outcome,
             "duration": round(sum(r.duration for r in reports), 3), "message": message[-_MAX_MESSAGE:],
             "metrics": {k: _jsonable(v) for k, v in reports[-1].user_properties},
-            "waive": f"{waive['marker']} ({waive['reason']})" if waive else None})
+            "waive": waive_label(waive["marker"], waive["reason"]) if waive else None})
         write_junit(results_from_events(read_events(self.results)), self.junit)
 
 

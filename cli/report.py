@@ -28,6 +28,14 @@ def summary(results: list[TestResult]) -> dict:
     return counts
 
 
+def counts_line(s: dict, form: str, sep: str) -> str:
+    """The non-zero outcome counts, then the total with the waived tests as a part of it
+    (`total: 3 (1 waived)`): they are counted under their outcomes too."""
+    outcomes = [form.format(k=k, v=v) for k, v in s.items() if v and k not in ("waived", "total")]
+    total = form.format(k="total", v=s["total"]) + (f" ({s['waived']} waived)" if s["waived"] else "")
+    return sep.join(outcomes + [total])
+
+
 def merge_shards(shards: list[list[TestResult]]) -> tuple[list[TestResult], list[str]]:
     """The shards of one run as one list, in shard order, and the node ids found in more than one.
     Such a test (a shard run twice, overlapping shards) is kept once, with its worst outcome in
@@ -135,7 +143,7 @@ def render_rich(results: list[TestResult], comparison: dict | None, console: Con
         for r, _ in _rows(results):
             console.print(result_line(r, all_metrics=True), soft_wrap=True, highlight=False)
     s = summary(results)
-    console.print("  ".join(f"{k}: {v}" for k, v in s.items() if v or k == "total"), soft_wrap=soft_wrap)
+    console.print(counts_line(s, "{k}: {v}", "  "), soft_wrap=soft_wrap)
     if comparison:
         _render_comparison_rich(comparison, console, soft_wrap)
 
@@ -154,7 +162,7 @@ def render_markdown(results: list[TestResult], comparison: dict | None) -> str:
     s = summary(results)
     verdict = "❌ failed" if s["failed"] or s["error"] else "✅ passed"
     out = [f"## trtx: {verdict}", "",
-           " · ".join(f"**{k}** {v}" for k, v in s.items() if v or k == "total"), "",
+           counts_line(s, "**{k}** {v}", " · "), "",
            "| | test | time | metrics / message |", "|---|---|---|---|"]
     for r, detail in _rows(results):
         cell = detail.replace("|", "\\|")

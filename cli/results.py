@@ -4,7 +4,8 @@
 line when it ends, then a `run_end` line; each is flushed at once, and JUnit is rewritten
 atomically at every test's start and finish. Whatever kills the harness, the file holds the
 finished tests' results, a test with a start but no finish is an error ("did not finish"), and a
-run with no `run_end` (or an interrupted one) is one more error: the tests after it never ran.
+run with no `run_end` (or an interrupted one) is one more error: the tests after it never ran. An
+empty file (the run died before writing anything) is an error too, never a green run of 0 tests.
 The layout is documented in docs/results.md.
 """
 from __future__ import annotations
@@ -22,6 +23,8 @@ from .fsutil import atomic_write
 RESULTS_FILE = "results.jsonl"
 JUNIT_FILE = "junit.xml"
 FAILING = ("failed", "error")
+OUTCOMES = ("passed", "failed", "error", "skipped", "xfailed", "xpassed")
+RECORDED_NOTHING = "the run recorded nothing: its results file is empty (trtx run died before writing to it)"
 NOT_FINISHED = "did not finish: started but never finished (the harness was killed or hung)"
 
 
@@ -95,6 +98,9 @@ def read_events(path: str | Path) -> list[dict]:
                 missing = [k for k in _REQUIRED.get(event["event"], ()) if not isinstance(event.get(k), str)]
                 if missing:
                     raise UserError(f"{event['event']} event without {', '.join(missing)}", str(path), number)
+                if event["event"] == "finish" and event["outcome"] not in OUTCOMES:
+                    raise UserError(f"finish event with unknown outcome {event['outcome']!r}; expected one of "
+                                    f"{', '.join(OUTCOMES)}", str(path), number)
                 events.append(event)
     except FileNotFoundError:
         pass
@@ -108,8 +114,9 @@ def run_name(run_start: dict) -> str:
 
 def results_from_events(events: list[dict], running_ok: bool = False) -> list[TestResult]:
     """Fold the events into one result per test, in start order. A test that started and never
-    finished is an error, and so is a run that never ended (one more result, named after the run),
-    unless `running_ok` (a live view of a run still going)."""
+    finished is an error, and so is a run that never ended (one more result, named after the run)
+    or recorded no event at all (one result, `trtx run`), unless `running_ok` (a live view of a run
+    still going)."""
     by_id: dict[str, TestResult] = {}
     run_start = run_end = None
     for ev in events:
@@ -125,6 +132,8 @@ def results_from_events(events: list[dict], running_ok: bool = False) -> list[Te
         elif kind == "run_end":
             run_end = ev
     results = list(by_id.values())
+    if not events and not running_ok:
+        results.append(TestResult("trtx run", outcome="error", message=RECORDED_NOTHING))
     if not running_ok:
         for r in results:
             if not r.finished:

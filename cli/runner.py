@@ -29,14 +29,12 @@ from rich.table import Table
 from rich.text import Text
 
 from .errors import UserError
-from .pytest_plugin import within
 from .rank_entry import die_with_parent
 from .report import STYLES, result_line
 from .results import (RESULTS_FILE, TestResult, append_event, drop_torn_tail, read_events, results_from_events,
                       write_junit)
 from .testdb import TestEntry
-from .testline import TestRef
-from .waives import Waive, WaiveFile
+from .waives import Waive, WaiveFile, WaiveIndex
 
 WATCHDOG_SLACK_S = 60        # beyond the largest per-test timeout, before a silent child is killed
 HEARTBEAT_S = 30             # without a terminal, a "still running" line this often (TRTX_HEARTBEAT_S)
@@ -47,7 +45,7 @@ STOP_SIGNALS = (signal.SIGTERM, signal.SIGINT)
 class Planned:
     entry: TestEntry
     timeout_s: int               # the list's TIMEOUT, else the default; a TIMEOUT waive overrides it per test
-    waives: list[Waive]          # those that can apply to the entry's tests (waives_for)
+    waives: list[Waive]          # those that can apply to the entry's tests (WaiveIndex.for_entry)
 
     def to_json(self) -> dict:
         return {"entry": str(self.entry.ref), "test_id": self.entry.ref.test_id, "timeout_s": self.timeout_s,
@@ -63,19 +61,9 @@ def _seconds(minutes: float | None) -> int | None:
     return None if minutes is None else int(minutes * 60)
 
 
-def waives_for(ref: TestRef, waives: list[Waive]) -> list[Waive]:
-    """The waives that can apply to tests of the list entry `ref`, most specific (longest id) first:
-    its own (same id and pytest arguments), and those without pytest arguments that name a test
-    inside it or a folder, file, class or function around it. The plugin gives each collected test
-    the first of these that contains it (docs/test-db-and-waives.md, "How a waive finds its tests")."""
-    found = [w for w in waives if (w.ref == ref if w.ref.pytest_args else
-                                   within(w.ref.test_id, ref.test_id) or within(ref.test_id, w.ref.test_id))]
-    return sorted(found, key=lambda w: (-len(w.ref.test_id), w.ref != ref))     # stable: then file order
-
-
 def plan(entries: list[TestEntry], waives: WaiveFile, info: dict, default_timeout_min: float) -> list[Planned]:
-    here = [w for w in waives.entries if w.applies_to(info)]
-    return [Planned(e, _seconds(e.timeout_min or default_timeout_min), waives_for(e.ref, here)) for e in entries]
+    here = WaiveIndex([w for w in waives.entries if w.applies_to(info)])
+    return [Planned(e, _seconds(e.timeout_min or default_timeout_min), here.for_entry(e.ref)) for e in entries]
 
 
 def segments(planned: list[Planned]) -> list[list[Planned]]:

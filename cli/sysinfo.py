@@ -48,11 +48,10 @@ def _dmi_product_name() -> str:
 
 
 def gpu_short_name(name: str) -> str:
-    """'NVIDIA H100 80GB HBM3' -> 'H100 80GB HBM3': upper case, without the vendor."""
-    name = name.strip()
-    if name.upper().startswith("NVIDIA "):
-        name = name[len("NVIDIA "):]
-    return name.upper()
+    """'NVIDIA H100 80GB HBM3' -> 'H100 80GB HBM3': upper case, without the vendor (also as
+    'NVIDIA_', as in --match gpu=NVIDIA_B200)."""
+    name = name.strip().upper()
+    return re.sub(r"^NVIDIA[ _]+", "", name)
 
 
 def detect_gpus() -> dict:
@@ -92,13 +91,13 @@ def _os_release() -> dict:
 
 def platform_names(info: dict) -> list[str]:
     """The names a `full:PLATFORM/` waive may use for this system (matched whole, any case):
-      sm<major><minor>      from compute_capability: "10.0" -> sm100, "9.0" -> sm90
+      sm<major><minor>      from compute_capability: "10.0" -> sm100, "9.0" (or "9") -> sm90
       <GPU>, NVIDIA_<GPU>   the gpu name, blanks as underscores: H100_PCIE, NVIDIA_H100_PCIE
       DGX_<MODEL>           on a DGX (product_name holds "DGX"): the gpu name's first word, DGX_H100"""
     names = []
-    cc = re.fullmatch(r"(\d+)\.(\d+)", str(info.get("compute_capability", "")).strip())
+    cc = re.fullmatch(r"(\d+)(?:\.(\d+))?", str(info.get("compute_capability", "")).strip())
     if cc:
-        names.append(f"sm{cc.group(1)}{cc.group(2)}")
+        names.append(f"sm{cc.group(1)}{cc.group(2) or 0}")
     gpu = gpu_short_name(str(info.get("gpu", "")))
     if gpu:
         underscored = "_".join(gpu.split())
@@ -106,6 +105,14 @@ def platform_names(info: dict) -> list[str]:
         if "DGX" in str(info.get("product_name", "")).upper():
             names.append(f"DGX_{gpu.split()[0]}")
     return names
+
+
+def check_platform(name: str, option: str) -> str:
+    """A platform name as given on the command line: non-empty, without blanks or '/' (which
+    would make `full:NAME/` read differently)."""
+    if not name or re.search(r"[\s/]", name):
+        raise UserError(f"{option}{name!r}: a platform name must be non-empty, without blanks or '/'")
+    return name
 
 
 def parse_matches(pairs: tuple[str, ...]) -> dict:
@@ -123,11 +130,11 @@ def system_info(matches: tuple[str, ...] = (), platforms: tuple[str, ...] = ()) 
     """Detected keys, overridden by --match; `platforms` lists the platform names: the derived
     ones, then those named with --platform NAME or --match platform=NAME (each adds one)."""
     info = detect()
-    named = [*platforms]
+    named = [check_platform(p, "--platform ") for p in platforms]
     for pair in matches:
         key, sep, value = pair.partition("=")
-        if sep and key.strip() == "platform" and value.strip():
-            named.append(value.strip())
+        if sep and key.strip() == "platform":
+            named.append(check_platform(value.strip(), "--match platform="))
     info.update({k: v for k, v in parse_matches(matches).items() if k != "platform"})
     info["platforms"] = list(dict.fromkeys(platform_names(info) + named))
     return info

@@ -138,7 +138,8 @@ class TestDb:
 def load_testdb(directory: str | Path) -> TestDb:
     directory = Path(directory)
     if not directory.is_dir():
-        raise UserError("test-db directory does not exist", str(directory))
+        raise UserError("is a file, not a test-db folder" if directory.exists() else "test-db directory does not exist",
+                        str(directory))
     contexts: dict[str, list[Block]] = {}
     for path in sorted([*directory.glob("*.yml"), *directory.glob("*.yaml")]):
         for name, blocks in _load_file(path).items():
@@ -163,7 +164,7 @@ def _load_file(path: Path) -> dict[str, list[Block]]:
         return {}
     _expect(root, yaml.MappingNode, "a mapping of context names to lists of blocks", src)
     out = {}
-    for key_node, value in root.value:
+    for key_node, value in _pairs(root, "context", src):
         name = key_node.value
         if name == "version":
             continue
@@ -174,7 +175,7 @@ def _load_file(path: Path) -> dict[str, list[Block]]:
 
 def _block(context: str, node, src: str) -> Block:
     _expect(node, yaml.MappingNode, "a block: a mapping with 'condition' and 'tests'", src)
-    fields = {k.value: v for k, v in node.value}
+    fields = {k.value: v for k, v in _pairs(node, "block key", src)}
     for k, v in node.value:
         if k.value not in ("condition", "tests"):
             raise UserError(f"unknown block key {k.value!r}; expected 'condition' and 'tests'", src, _line(k))
@@ -193,17 +194,17 @@ def _block(context: str, node, src: str) -> Block:
 def _condition(node, src: str) -> Condition:
     _expect(node, yaml.MappingNode, "'condition': a mapping with ranges, wildcards and/or terms", src)
     cond = Condition()
-    for k, v in node.value:
+    for k, v in _pairs(node, "condition kind", src):
         kind = k.value
         if kind not in ("ranges", "wildcards", "terms"):
             raise UserError(f"unknown condition kind {kind!r}; expected ranges, wildcards or terms", src, _line(k))
         _expect(v, yaml.MappingNode, f"'{kind}': a mapping of system keys", src)
-        for key_node, val in v.value:
+        for key_node, val in _pairs(v, f"{kind} key", src):
             key = key_node.value
             if kind == "ranges":
                 _expect(val, yaml.MappingNode, f"range of {key!r}: a mapping like {{gte: 4, lte: 8}}", src)
                 bounds = {}
-                for op_node, num in val.value:
+                for op_node, num in _pairs(val, f"bound of {key!r}", src):
                     if op_node.value not in _RANGE_OPS:
                         raise UserError(f"range of {key!r}: unknown bound {op_node.value!r}; "
                                         "expected gte, lte, gt or lt", src, _line(op_node))
@@ -238,8 +239,9 @@ def _test_entry(node, src: str) -> TestEntry | None:
     timeout, isolation = None, False
     if parts.marker == "TIMEOUT":
         m = MINUTES.match(parts.rest)
-        if not m:
-            raise UserError(f"{parts.text}: TIMEOUT needs minutes in parentheses, like TIMEOUT (60)", src, line)
+        if not m or float(m.group(1)) <= 0:
+            raise UserError(f"{parts.text}: TIMEOUT needs minutes in parentheses (more than 0), like TIMEOUT (60)",
+                            src, line)
         timeout, after = float(m.group(1)), parts.rest[m.end():].strip()
         isolation = after == "ISOLATION"
         if after and not isolation:
@@ -258,6 +260,19 @@ def _test_entry(node, src: str) -> TestEntry | None:
     except ValueError as e:
         raise UserError(str(e), src, line) from None
     return TestEntry(ref, timeout, isolation, src, line)
+
+
+def _pairs(node, what: str, src: str) -> list:
+    """The (key, value) node pairs of a mapping, refusing a key given twice (YAML would keep the
+    last and silently drop the first)."""
+    first: dict = {}
+    for k, _ in node.value:
+        key = k.value if isinstance(k, yaml.ScalarNode) else None
+        if key in first:
+            raise UserError(f"duplicate {what} {key!r} (first at line {first[key]})", src, _line(k))
+        if key is not None:
+            first[key] = _line(k)
+    return node.value
 
 
 def _scalar(node, src: str):

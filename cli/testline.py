@@ -68,8 +68,26 @@ def parse_ref(text: str) -> TestRef:
     return TestRef(test_id, tuple(shell_words(rest)), text.strip())
 
 
+_FIRST_BLANK = re.compile(r"\s")
+_FLAT_BRACKETS = re.compile(r"[^\[\]]*(?:\[[^\[\]]*\][^\[\]]*)*")     # a[b]c[d]: no nesting, all closed
+
+
+def within(test_id: str, outer: str) -> bool:
+    """Whether the pytest id `test_id` is `outer` or lies inside it: `outer` names a folder (with or
+    without a final `/`), a file, a class, or a function (whose parametrized tests are `outer[...]`).
+    Fast on a mismatch (one startswith): `trtx run` and `list --markers` ask it for every entry and waive."""
+    outer = outer.rstrip("/")
+    return test_id.startswith(outer) and test_id[len(outer):len(outer) + 1] in ("", ":", "[", "/")
+
+
 def split_id(text: str) -> tuple[str, str]:
     """(test id, rest of the line): the id ends at the first whitespace outside [...]."""
+    blank = _FIRST_BLANK.search(text)
+    if blank is None:
+        return text, ""
+    head = text[:blank.start()]
+    if _FLAT_BRACKETS.fullmatch(head):       # the common case, without a loop over characters
+        return head, text[blank.end():].strip()
     depth = 0
     for i, ch in enumerate(text):
         if ch == "[":

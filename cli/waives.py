@@ -9,10 +9,11 @@
 Lines follow the grammar of testline.py (`#` comments anywhere, markers found as TensorRT-LLM
 finds them). `full:PLATFORM/` limits an entry to systems with that platform name
 (sysinfo.platform_names). The file is kept as its raw text: editing one entry leaves every other
-byte as it was, CRLF line ends and a missing final newline included.
+byte as it was, CRLF line ends, a UTF-8 byte order mark and a missing final newline included.
 """
 from __future__ import annotations
 
+import bisect
 import fcntl
 import os
 import re
@@ -23,10 +24,16 @@ from pathlib import Path
 from .errors import UserError
 from .fsutil import atomic_write, read_utf8
 from .sysinfo import platform_names
-from .testline import MINUTES, TestRef, parse_ref, split_line
+from .testline import MINUTES, TestRef, parse_ref, split_line, within
 
 MARKERS = ("SKIP", "XFAIL", "UNSTABLE", "TIMEOUT")      # ISOLATION is a test-db marker
+BOM = "\ufeff"
 BUG_LINK = re.compile(r"https?://|nvbugs/|\bbug\s*#?\d+", re.IGNORECASE)
+
+
+def waive_label(marker: str, reason: str | None) -> str:
+    """How a waive is shown: `SKIP (reason)`, or `SKIP` alone when it has no reason."""
+    return f"{marker} ({reason})" if reason else marker
 
 
 @dataclass(frozen=True)
@@ -40,6 +47,10 @@ class Waive:
     @property
     def timeout_min(self) -> float | None:
         return float(self.reason) if self.marker == "TIMEOUT" else None
+
+    @property
+    def label(self) -> str:
+        return waive_label(self.marker, self.reason)
 
     def platform_match(self, info: dict) -> str | None:
         """The system's platform name that `full:PLATFORM/` names (whole, any case), or None."""
@@ -117,7 +128,8 @@ def _without_end(line: str) -> str:
 class WaiveFile:
     def __init__(self, path: str | Path, text: str = ""):
         self.path = Path(path)
-        self.lines = _lines(text)
+        self.bom = BOM if text.startswith(BOM) else ""      # kept apart: line 1 reads without it, saves with it
+        self.lines = _lines(text[len(self.bom):])
         self._reindex()
 
     def _reindex(self) -> None:
@@ -134,7 +146,7 @@ class WaiveFile:
         return cls(path, read_utf8(path))
 
     def text(self) -> str:
-        return "".join(self.lines)
+        return self.bom + "".join(self.lines)
 
     def matching(self, ref: TestRef, info: dict | None = None) -> list[Waive]:
         return [w for w in self._by_ref.get(ref, ()) if info is None or w.applies_to(info)]
@@ -220,3 +232,43 @@ def hygiene(wf: WaiveFile, known) -> list[tuple[Waive, str]]:
         else:
             first[key] = w
     return problems
+
+
+class WaiveIndex:
+    """Waives indexed by test id, so that finding those of one list entry costs a few lookups, not
+    a pass over the whole waive file (thousands of waives x hundreds of entries)."""
+
+    def __init__(self, waives: list[Waive]):
+        self.with_args: dict[TestRef, list[Waive]] = {}     # apply to the entry with the same id and args
+        self.by_id: dict[str, list[Waive]] = {}             # argument-free, by id without a final '/'
+        for w in waives:
+            if w.ref.pytest_args:
+                self.with_args.setdefault(w.ref, []).append(w)
+            else:
+                self.by_id.setdefault(w.ref.test_id.rstrip("/"), []).append(w)
+        self.ids = sorted(self.by_id)
+
+    def for_entry(self, ref: TestRef) -> list[Waive]:
+        """The waives that can apply to tests of the list entry `ref`, most specific (longest id)
+        first: its own (same id and pytest arguments), and those without pytest arguments that name
+        a test inside it or a folder, file, class or function around it. The plugin gives each
+        collected test the first of these that contains it (docs/test-db-and-waives.md, "How a
+        waive finds its tests")."""
+        entry = ref.test_id.rstrip("/")
+        found = list(self.with_args.get(ref, ()))
+        # Around it (and itself): the entry's id cut where within() allows an id to continue.
+        for cut in [i for i, ch in enumerate(entry) if ch in ":[/"] + [len(entry)]:
+            found += self.by_id.get(entry[:cut], ())
+        # Inside it: ids that start with the entry's, in sorted order from there.
+        for i in range(bisect.bisect_right(self.ids, entry), len(self.ids)):
+            if not self.ids[i].startswith(entry):
+                break
+            if within(self.ids[i], entry):
+                found += self.by_id[self.ids[i]]
+        unique = list(dict.fromkeys(found))
+        return sorted(unique, key=lambda w: (-len(w.ref.test_id), w.ref != ref, w.line))
+
+
+def waives_for(ref: TestRef, waives: list[Waive]) -> list[Waive]:
+    """WaiveIndex(waives).for_entry(ref): for one entry; build the index once for many."""
+    return WaiveIndex(waives).for_entry(ref)

@@ -121,3 +121,72 @@ def test_run_where_k_matches_no_test_is_not_green(tree):
                "--test-root", tree / "tests", "--results", tree / "r", "-k", "no_such_test_anywhere")
     assert res.returncode == 2, res.stdout + res.stderr
     assert "no test ran" in res.stderr and "-k no_such_test_anywhere matched none" in res.stderr
+
+
+def test_a_byte_order_mark_hides_no_waive(tree):
+    waives = tree / "waives.txt"
+    bom = b"\xef\xbb\xbf"
+    waives.write_bytes(bom + b"suite/test_basic.py::test_pass SKIP (https://bugs.example/5)\n" + waives.read_bytes())
+    before = waives.read_bytes()
+    args = ["--testdb", tree / "test-db", "--waives-file", waives, "--markers"]
+    assert "suite/test_basic.py::test_pass  waived: SKIP (https://bugs.example/5)" in trtx("list", "fx_cpu", *args).stdout
+    add = trtx("waive", "add", "suite/test_basic.py::test_pass", "--reason", "x", "--waives-file", waives, "--force")
+    assert add.returncode == 2 and "already waived" in add.stderr
+    res = trtx("waive", "remove", "suite/test_basic.py::test_pass", "--waives-file", waives)
+    assert res.returncode == 0, res.stderr
+    assert waives.read_bytes() == bom + before[len(bom) + len(b"suite/test_basic.py::test_pass SKIP (https://bugs.example/5)\n"):]
+
+
+@pytest.mark.parametrize("args,message", [
+    (["--marker", "TIMEOUT", "--reason", "1.5"], "a TIMEOUT waive takes whole minutes"),
+    (["--platform", "sm 90", "--reason", "x"], "--platform 'sm 90': a platform name must be non-empty, without blanks"),
+    (["--platform", "", "--reason", "x"], "--platform '': a platform name must be non-empty"),
+    (["--platform", "a/b", "--reason", "x"], "--platform 'a/b': a platform name must be"),
+])
+def test_waive_add_refuses_what_reads_differently(tree, args, message):
+    before = (tree / "waives.txt").read_bytes()
+    res = trtx("waive", "add", "suite/test_basic.py::test_pass", *args, "--waives-file", tree / "waives.txt", "--force")
+    assert res.returncode == 2 and message in res.stderr and res.stderr.count("\n") == 1, res.stderr
+    assert (tree / "waives.txt").read_bytes() == before
+
+
+@pytest.mark.parametrize("args", [["--platform", ""], ["--platform", "dgx h100"], ["--match", "platform="]])
+def test_bad_platform_names_are_refused(args):
+    res = trtx("sysinfo", *args)
+    assert res.returncode == 2 and "a platform name must be non-empty, without blanks or '/'" in res.stderr
+
+
+def test_a_folder_as_the_waive_file_or_a_file_as_the_test_db_is_one_line(tree):
+    for cmd in (["waive", "list"], ["waive", "check", "--test-root", tree / "tests"],
+                ["waive", "add", "a.py::t", "--reason", "x", "--force"], ["waive", "remove", "a.py::t"]):
+        res = trtx(*cmd, "--waives-file", tree)
+        assert res.returncode == 2 and res.stderr == f"Error: {tree}: is a folder, not a file\n", (cmd, res.stderr)
+    res = trtx("list", "fx_cpu", "--testdb", tree / "waives.txt")
+    assert res.returncode == 2 and res.stderr == f"Error: {tree / 'waives.txt'}: is a file, not a test-db folder\n"
+
+
+def test_editing_outside_a_project_never_edits_the_bundled_waive_file(tmp_path):
+    bundled = Path(__file__).resolve().parents[3] / "waives" / "waives.txt"
+    before = bundled.read_bytes()
+    for cmd in (["add", "a.py::t", "--reason", "x", "--force"], ["remove", "a.py::t"]):
+        res = trtx("waive", *cmd, cwd=tmp_path)
+        assert res.returncode == 2 and "no waives/waives.txt in this folder" in res.stderr and "--waives-file" in res.stderr
+    assert bundled.read_bytes() == before
+    (tmp_path / "waives").mkdir()
+    (tmp_path / "waives" / "waives.txt").write_text("")
+    assert trtx("waive", "add", "a.py::t", "--reason", "x", "--force", cwd=tmp_path).returncode == 0
+    assert (tmp_path / "waives" / "waives.txt").read_text() == "a.py::t SKIP (x)\n"
+    assert "else the one bundled with trtx" in " ".join(trtx("waive", "list", "--help").stdout.split())
+
+
+def test_a_waive_without_a_reason_shows_its_marker_alone(tree):
+    waives = tree / "waives.txt"
+    waives.write_text("suite/test_basic.py::test_pass SKIP # (https://bugs.example/5)\n")
+    res = trtx("list", "fx_cpu", "--testdb", tree / "test-db", "--waives-file", waives, "--markers")
+    assert "suite/test_basic.py::test_pass  waived: SKIP\n" in res.stdout and "None" not in res.stdout
+
+
+def test_list_explain_prints_the_waives_in_line_order(tree):
+    res = trtx("list", "fx_cpu", "--testdb", tree / "test-db", "--waives-file", tree / "waives.txt", "--explain")
+    lines = [int(line.split()[2].rstrip(":")) for line in res.stdout.splitlines() if line.startswith("#   line ")]
+    assert lines == sorted(lines) and len(lines) == 3, res.stdout

@@ -137,3 +137,12 @@ def test_only_config_errors_lose_their_traceback(monkeypatch, error, exit_code):
     else:
         assert res.exception is error       # with its own traceback, down to where it was raised
         assert traceback.extract_tb(res.exc_info[2])[-1].name == "evaluate"
+
+
+def test_a_non_utf8_eval_set_names_the_line_and_samples_needs_json(tmp_path):
+    bad = tmp_path / "bad.jsonl"
+    bad.write_bytes(b'{"prompt": "1+1=", "answer": 2}\n{"prompt": "caf\xe9", "answer": 2}\n')
+    res = trtx("eval", "--dataset", str(bad))
+    assert res.returncode == 2 and res.stderr == f"Error: {bad}:2: not UTF-8 text (byte 0xe9); is this a binary file?\n"
+    res = trtx("eval", "--samples")
+    assert res.returncode == 2 and res.stderr.startswith("Error: --samples") and res.stderr.count("\n") == 1

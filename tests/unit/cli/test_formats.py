@@ -6,6 +6,7 @@ from pathlib import Path
 import pytest
 
 from trtx.cli.errors import UserError
+from trtx.cli.sysinfo import platform_names
 from trtx.cli.testdb import load_testdb
 from trtx.cli.testline import TestRef
 from trtx.cli.waives import WaiveFile, hygiene, parse_line
@@ -243,3 +244,44 @@ def test_add_then_remove_gives_back_the_bytes(tmp_path, before, ref, after_remov
     assert wf.text().encode() == before
     wf.remove(TestRef(ref))                          # a remove alone keeps the other lines' bytes
     assert wf.text().encode() == after_remove
+
+
+@pytest.mark.parametrize("text,line,message", [
+    ("version: 0.0.1\nctx:\n- tests: [a.py]\nctx:\n- tests: [b.py]\n", 4, "duplicate context 'ctx' (first at line 2)"),
+    ("ctx:\n- tests: [a.py]\n  tests: [b.py]\n", 3, "duplicate block key 'tests' (first at line 2)"),
+    ("ctx:\n- condition:\n    terms: {a: 1}\n    terms: {b: 2}\n  tests: [a.py]\n", 4,
+     "duplicate condition kind 'terms' (first at line 3)"),
+    ("ctx:\n- condition:\n    terms:\n      stage: a\n      stage: b\n  tests: [a.py]\n", 5,
+     "duplicate terms key 'stage' (first at line 4)"),
+    ("ctx:\n- tests:\n  - a.py::t TIMEOUT (0)\n", 3, "TIMEOUT needs minutes in parentheses (more than 0)"),
+])
+def test_keys_given_twice_and_a_zero_timeout_are_refused(tmp_path, text, line, message):
+    (tmp_path / "bad.yml").write_text(text)
+    with pytest.raises(UserError) as err:
+        load_testdb(tmp_path)
+    assert (err.value.path, err.value.line) == (str(tmp_path / "bad.yml"), line) and message in err.value.message
+
+
+def test_a_context_spread_over_files_stays_allowed(tmp_path):
+    (tmp_path / "a.yml").write_text("ctx:\n- tests: [a.py]\n")
+    (tmp_path / "b.yml").write_text("ctx:\n- tests: [b.py]\n")
+    assert [str(e.ref) for e in load_testdb(tmp_path).select("ctx", {})] == ["a.py", "b.py"]
+
+
+def test_a_byte_order_mark_is_read_through_and_kept(tmp_path):
+    text = "\ufeffa.py::t SKIP (x)\nb.py::t SKIP (y)\n"
+    wf = WaiveFile("w", text)
+    assert [str(w.ref) for w in wf.entries] == ["a.py::t", "b.py::t"] and wf.text() == text
+    wf.remove(TestRef("a.py::t"))
+    assert wf.text() == "\ufeffb.py::t SKIP (y)\n"
+    (tmp_path / "t.yml").write_text("\ufeffctx:\n- tests: [a.py]\n")
+    assert [str(e.ref) for e in load_testdb(tmp_path).select("ctx", {})] == ["a.py"]
+
+
+@pytest.mark.parametrize("info,names", [
+    ({"gpu": "NVIDIA_B200"}, ["B200", "NVIDIA_B200"]),
+    ({"gpu": "nvidia h100"}, ["H100", "NVIDIA_H100"]),
+    ({"gpu": "B200", "compute_capability": "9"}, ["sm90", "B200", "NVIDIA_B200"]),
+])
+def test_platform_names_drop_the_vendor_and_read_a_bare_major(info, names):
+    assert platform_names(info) == names

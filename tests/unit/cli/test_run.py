@@ -166,3 +166,13 @@ def test_a_relative_results_folder_works(tmp_path):
                          cwd=tmp_path, capture_output=True, text=True, timeout=180)
     assert res.returncode == 0, res.stdout + res.stderr
     assert [t["outcome"] for t in outcomes(tmp_path / "rel-results").values()] == ["passed"]
+
+
+def test_a_waive_without_a_reason_is_recorded_as_its_marker_alone(tmp_path):
+    shutil.copytree(FIXTURE, tmp_path / "t")
+    tree = tmp_path / "t"
+    (tree / "waives.txt").write_text("suite/test_run.py::test_waived_skip SKIP # (https://bugs.example/10)\n")
+    res = trtx("run", "fx_run", *_args(tree, tmp_path / "r"), "-k", "test_waived_skip")
+    assert res.returncode == 0, res.stdout
+    test = outcomes(tmp_path / "r")["suite/test_run.py::test_waived_skip"]
+    assert test["outcome"] == "skipped" and test["waive"] == "SKIP" and test["message"].endswith("waived: SKIP")

@@ -189,3 +189,43 @@ def test_a_signal_stops_the_test_and_ends_with_a_report(tmp_path, sig):
     assert cases["test_hangs"].find("error").get("message") == f"interrupted by {sig.name}"
     assert cases["trtx run fx_kill"].find("error") is not None
     assert trtx("report", results).returncode == 1
+
+
+def _results_dir(tmp_path, *events) -> str:
+    (tmp_path / "r").mkdir()
+    (tmp_path / "r" / "results.jsonl").write_text("".join(json.dumps(e) + "\n" for e in events))
+    return tmp_path / "r"
+
+
+RUN_START = {"event": "run_start", "context": "fx", "shard": None, "entries": 3}
+
+
+def test_an_unknown_finish_outcome_is_one_line_naming_file_and_line(tmp_path):
+    r = _results_dir(tmp_path, RUN_START, {"event": "finish", "nodeid": "a.py::t", "outcome": "weird"},
+                     {"event": "run_end", "interrupted": None})
+    res = trtx("report", r)
+    assert res.returncode == 2 and res.stderr.startswith(f"Error: {r}/results.jsonl:2: finish event with unknown "
+                                                         "outcome 'weird'") and res.stderr.count("\n") == 1, res.stderr
+
+
+def test_an_empty_results_file_is_not_green(tmp_path):
+    (tmp_path / "r").mkdir()
+    (tmp_path / "r" / "results.jsonl").write_bytes(b"")                # the run died before writing anything
+    res = trtx("report", tmp_path / "r")
+    assert res.returncode == 1 and "the run recorded nothing" in res.stdout and "error: 1  total: 1" in res.stdout
+    res = trtx("report", tmp_path / "r", "--format", "junit")
+    suite = ET.fromstring(res.stdout).find("testsuite")
+    assert res.returncode == 1 and suite.get("errors") == "1"
+    assert "the run recorded nothing" in suite.find("testcase/error").get("message")
+
+
+def test_the_waived_count_is_a_part_of_the_total(tmp_path):
+    waived = {"event": "finish", "nodeid": "a.py::w", "outcome": "xfailed", "waive": "XFAIL (https://b/1)"}
+    r = _results_dir(tmp_path, RUN_START, {"event": "finish", "nodeid": "a.py::f", "outcome": "failed"},
+                     {"event": "finish", "nodeid": "a.py::p", "outcome": "passed"}, waived,
+                     {"event": "run_end", "interrupted": None})
+    res = trtx("report", r)
+    assert res.stdout.splitlines()[-1] == "failed: 1  passed: 1  xfailed: 1  total: 3 (1 waived)", res.stdout
+    md = trtx("report", r, "--format", "markdown").stdout
+    assert "**failed** 1 · **passed** 1 · **xfailed** 1 · **total** 3 (1 waived)" in md
+    assert json.loads(trtx("report", r, "--format", "json").stdout)["summary"]["waived"] == 1
