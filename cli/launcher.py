@@ -35,6 +35,7 @@ from . import rank_entry
 from .rank_entry import die_with_parent, rank_file
 
 STACK_WAIT_S = 3.0
+STOP_SIGNALS = {signal.SIGINT, signal.SIGTERM}
 START_TRIES = 2         # a launcher-error (no rank ever started) is retried once
 POLL_S = 0.05
 _SITECUSTOMIZE = """\
@@ -206,7 +207,17 @@ class Launch:
         return self.wait()
 
     def start(self) -> None:
-        """Start the ranks and return at once (the caller may load what it needs meanwhile)."""
+        """Start the ranks and return at once (the caller may load what it needs meanwhile).
+        Ctrl-C and SIGTERM are held back from here until wait() watches the job: arriving in
+        between, they would end the caller with the ranks unwatched and no report."""
+        signal.pthread_sigmask(signal.SIG_BLOCK, STOP_SIGNALS)
+        try:
+            self._start()
+        except BaseException:
+            signal.pthread_sigmask(signal.SIG_UNBLOCK, STOP_SIGNALS)
+            raise
+
+    def _start(self) -> None:
         self.tries += 1
         self.log_dir.mkdir(parents=True, exist_ok=True)
         for kind in ("log", "pid", "exit"):
@@ -229,7 +240,7 @@ class Launch:
         self.started = time.monotonic()
         launcher_log = open(self.log_dir / "launcher.log", "wb")
         self.proc = subprocess.Popen(cmd, env=env, stdout=launcher_log, stderr=subprocess.STDOUT,
-                                     stdin=subprocess.DEVNULL, start_new_session=True, preexec_fn=die_with_parent)
+                                     stdin=subprocess.DEVNULL, start_new_session=True, preexec_fn=_child_setup)
         launcher_log.close()
 
     def wait(self) -> LaunchResult:
@@ -245,10 +256,11 @@ class Launch:
         return result
 
     def _watch(self) -> LaunchResult:
-        import psutil  # noqa: F401  (~45 ms, for _teardown: loaded while the ranks start, not before)
         start = self.started
         reason, first, stop_signal = "ok", None, signal.SIGINT
         try:
+            signal.pthread_sigmask(signal.SIG_UNBLOCK, STOP_SIGNALS)    # one held back since start() lands here
+            import psutil  # noqa: F401  (~45 ms, for _teardown: loaded while the ranks start, not before)
             while True:
                 try:
                     self.proc.wait(timeout=POLL_S)          # returns the moment mpirun exits
@@ -357,6 +369,12 @@ class Launch:
             pass
         psutil.wait_procs(procs, timeout=10)
         self.proc.wait()
+
+
+def _child_setup() -> None:
+    """In mpirun (or torchrun, srun) before exec: signals as usual, and death with the launcher."""
+    signal.pthread_sigmask(signal.SIG_UNBLOCK, STOP_SIGNALS)
+    die_with_parent()
 
 
 def _stack_from(text: str) -> str:

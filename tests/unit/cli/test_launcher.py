@@ -116,6 +116,26 @@ def test_ctrl_c_and_sigterm_end_every_rank(tmp_path, how, code):
     assert not leftovers(log_dir)
 
 
+def test_ctrl_c_between_start_and_wait_still_tears_the_job_down(tmp_path):
+    """A signal that lands after the ranks started but before the launcher watches them (the
+    caller is still loading what it needs) is held back, then handled like any Ctrl-C."""
+    log_dir = (tmp_path / "logs").resolve()
+    script = f"""
+import os, signal, sys, time
+from trtx.cli.launcher import Launch
+job = Launch(4, [sys.executable, {JOB!r}, "sleep"], 120, {str(log_dir)!r})
+job.start()
+os.kill(os.getpid(), signal.SIGINT)
+time.sleep(1.0)                      # the window: the caller is busy elsewhere
+result = job.wait()
+print("result", result.reason, result.exit_code, flush=True)
+"""
+    res = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120)
+    assert "result interrupted 130" in res.stdout, res.stdout + res.stderr
+    time.sleep(0.5)
+    assert not leftovers(log_dir)
+
+
 def test_the_rendezvous_port_is_held_by_the_launcher_for_the_whole_job(tmp_path):
     """The port ranks rendezvous on is bound, listening, before any rank starts and until the job
     ends (no window in which another process can take it); every rank, rank 0 included, is a
