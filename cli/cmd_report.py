@@ -60,8 +60,8 @@ def report(results_dirs, fmt, baseline, output):
     keeps its worst outcome. Without a folder: results/, or else the newest results folder under
     it. Markdown fits a CI step summary ($GITHUB_STEP_SUMMARY).
 
-    Exit code 1 when any test failed or errored (a test that never finished, and a run that recorded nothing, is an error), 0
-    otherwise, 2 for bad input."""
+    Exit code 1 when any test failed or errored (a test that never finished, and a run that
+    recorded nothing, count as errors), 0 otherwise, 2 for bad input."""
     dirs = results_dirs or (_default_results_dir(),)
     results, repeated = merge_shards([load_results(d) for d in dirs])
     for nodeid in repeated:
