@@ -18,7 +18,8 @@ import re
 import tempfile
 from pathlib import Path
 
-from trtx.cli.evaluate import default_dataset, evaluate_on_ranks, resolve_model
+from trtx.cli.eval.evaluate import evaluate_on_ranks
+from trtx.cli.eval.models import default_dataset, resolve_model
 
 
 def parse(config: str) -> tuple[int, int]:

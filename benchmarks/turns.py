@@ -7,7 +7,8 @@ from __future__ import annotations
 import argparse
 import time
 
-from trtx.cli.evaluate import default_dataset, load_problems, resolve_model
+from trtx.cli.eval.evalset import load_problems
+from trtx.cli.eval.models import default_dataset, resolve_model
 from trtx.engine import SamplingParams
 
 SAMPLING = SamplingParams(max_tokens=96)

@@ -7,7 +7,8 @@ from pathlib import Path
 import click
 
 from .errors import UserError
-from .evaluate import RankJobError, default_dataset, evaluate, evaluate_on_ranks, resolve_model
+from .eval.evaluate import RankJobError, evaluate, evaluate_on_ranks
+from .eval.models import default_dataset, resolve_model
 from .fsutil import atomic_write
 from .options import timeout_option
 
@@ -73,7 +74,7 @@ def eval_cmd(model, dataset, tp, pp, adp, mtp_nextn, max_samples, max_num_seqs, 
         except ConfigError as e:         # the user's configuration (e.g. no MTP module); any other error is a bug
             raise UserError(str(e)) from None
         except RankJobError as e:
-            from .cmd_launch import print_report
+            from .launch.report import print_report
             print_report(e.launch, console)
             raise SystemExit(e.launch.exit_code) from None
     table = Table(title=f"trtx eval: {model} on {data.name}" + (f" ({layout})" if tp * pp > 1 else ""))

@@ -2,7 +2,6 @@
 Markdown, JSON or JUnit; exit code 1 when a test failed or errored, 2 for bad input."""
 from __future__ import annotations
 
-import io
 from pathlib import Path
 
 import click
@@ -10,33 +9,10 @@ from rich.console import Console
 
 from .errors import UserError
 from .fsutil import atomic_write
-from .report import compare, merge_shards, render_json, render_markdown, render_rich
-from .results import RESULTS_FILE, junit_xml, load_results
+from .run.report import compare, merge_shards, render_rich, rendered
+from .run.results import load_results, newest_results_dir
 
 DEFAULT_DIR = Path("results")
-
-
-def _default_results_dir() -> Path:
-    """results/ when it holds a run; else the results folder under it written last (`make run`
-    writes results/l0_cpu)."""
-    if (DEFAULT_DIR / RESULTS_FILE).exists():
-        return DEFAULT_DIR
-    runs = sorted(DEFAULT_DIR.glob(f"*/{RESULTS_FILE}"), key=lambda p: p.stat().st_mtime)
-    if not runs:
-        raise UserError(f"no {RESULTS_FILE} in {DEFAULT_DIR}/ nor in a folder under it: "
-                        "name the results folder (`trtx run --results DIR` wrote it)")
-    click.echo(f"trtx report: reading {runs[-1].parent}/ (the newest results folder under {DEFAULT_DIR}/)", err=True)
-    return runs[-1].parent
-
-
-def _rendered(fmt: str, results, comparison) -> str:
-    if fmt == "rich":                  # to a file: the plain lines, as in a CI log
-        text = io.StringIO()
-        render_rich(results, comparison, Console(file=text))
-        return text.getvalue()
-    if fmt == "junit":
-        return junit_xml(results)
-    return render_markdown(results, comparison) if fmt == "markdown" else render_json(results, comparison) + "\n"
 
 
 def _write(output: str, text: str) -> None:
@@ -62,7 +38,12 @@ def report(results_dirs, fmt, baseline, output):
 
     Exit code 1 when any test failed or errored (a test that never finished, and a run that
     recorded nothing, count as errors), 0 otherwise, 2 for bad input."""
-    dirs = results_dirs or (_default_results_dir(),)
+    dirs = results_dirs
+    if not dirs:
+        found = newest_results_dir(DEFAULT_DIR)
+        if found != DEFAULT_DIR:
+            click.echo(f"trtx report: reading {found}/ (the newest results folder under {DEFAULT_DIR}/)", err=True)
+        dirs = (found,)
     results, repeated = merge_shards([load_results(d) for d in dirs])
     for nodeid in repeated:
         click.echo(f"trtx report: {nodeid} is in several results folders: kept its worst outcome", err=True)
@@ -70,6 +51,6 @@ def report(results_dirs, fmt, baseline, output):
     if fmt == "rich" and output == "-":
         render_rich(results, comparison, Console())
     else:
-        _write(output, _rendered(fmt, results, comparison))
+        _write(output, rendered(fmt, results, comparison))
     if any(r.failed for r in results):
         raise SystemExit(1)

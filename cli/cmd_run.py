@@ -1,61 +1,21 @@
 """`trtx run CONTEXT`: resolve a context's tests for this system and run them."""
 from __future__ import annotations
 
-import json
-import shutil
 from pathlib import Path
 
 import click
 from rich.console import Console
 
-from .collect import KnownTests
+from .bundled import DURATIONS, default_path
 from .errors import UserError
-from .options import (default_path, match_option, platform_option, test_root_option, testdb_option, timeout_option,
-                      waives_option)
-from .report import render_rich
-from .results import JUNIT_FILE, RESULTS_FILE
-from .runner import Runner, plan, shard
-from .sysinfo import system_info
-from .testdb import load_testdb
-from .waives import WaiveFile
-
-
-def _parse_shard(value: str | None) -> tuple[int, int] | None:
-    if value is None:
-        return None
-    try:
-        k, n = (int(x) for x in value.split("/"))
-        if not 1 <= k <= n:
-            raise ValueError
-    except ValueError:
-        raise UserError(f"--shard expects K/N with 1 <= K <= N, got {value!r}") from None
-    return k, n
-
-
-def _load_durations(path: Path) -> dict[str, float]:
-    """{list entry: seconds} from an earlier run's durations.json; none when there is no file."""
-    if not path.exists():
-        return {}
-    try:
-        durations = json.loads(path.read_text())
-    except (json.JSONDecodeError, UnicodeDecodeError) as e:
-        raise UserError(f"not a durations file ({e})", str(path), getattr(e, "lineno", None)) from None
-    if not isinstance(durations, dict) or not all(isinstance(v, (int, float)) for v in durations.values()):
-        raise UserError("a durations file maps each list entry to its seconds, like {\"test_x.py::t\": 12.5}",
-                        str(path))
-    return durations
-
-
-def _fresh_results_dir(path: Path) -> None:
-    """Start a results directory; a previous run's files move to previous/ (a ready baseline)."""
-    path.mkdir(parents=True, exist_ok=True)
-    if (path / RESULTS_FILE).exists():
-        prev = path / "previous"
-        shutil.rmtree(prev, ignore_errors=True)
-        prev.mkdir()
-        for child in list(path.iterdir()):
-            if child.name != "previous":
-                child.rename(prev / child.name)
+from .lists.selection import check_known, load_durations, parse_shard, plan, shard
+from .lists.sysinfo import system_info
+from .lists.testdb import load_testdb
+from .lists.waives import WaiveFile
+from .options import match_option, platform_option, test_root_option, testdb_option, timeout_option, waives_option
+from .run.report import render_rich
+from .run.results import JUNIT_FILE, fresh_results_dir, write_durations
+from .run.runner import Runner
 
 
 @click.command()
@@ -68,9 +28,9 @@ def _fresh_results_dir(path: Path) -> None:
 @click.option("--junit", type=click.Path(dir_okay=False), help="JUnit XML path (default: RESULTS/junit.xml).")
 @timeout_option("30m", "m", "Per test, when neither the list nor a waive says otherwise")
 @click.option("--shard", "shard_spec", metavar="K/N", help="Run shard K of N (by recorded durations).")
-@click.option("--durations", "durations_path", default=lambda: default_path("testlists/durations.json"),
+@click.option("--durations", "durations_path", default=lambda: default_path(DURATIONS),
               metavar="FILE", help="Recorded test durations that --shard balances on, e.g. an earlier run's "
-                   "RESULTS/durations.json (every run writes one). Default: testlists/durations.json if "
+                   f"RESULTS/durations.json (every run writes one). Default: {DURATIONS} if "
                    "there is one; without durations, shards are split by count.")
 @testdb_option
 @waives_option
@@ -88,19 +48,10 @@ def run(context, matches, platforms, keyword, results_dir, junit, timeout_s, sha
     info = system_info(matches, platforms)
     entries = load_testdb(testdb).select(context, info)
     waives = WaiveFile.load(waives_file)
-    known = KnownTests(test_root)
-    unknown = [e for e in entries if not known(e.ref)]
-    if unknown:
-        lines = []
-        for e in unknown[:5]:
-            near = known.closest(e.ref)
-            lines.append(f"{e.path}:{e.line}: {e.ref.test_id} names no test under {test_root}"
-                         + (f"; closest: {', '.join(near)}" if near else ""))
-        more = f" (and {len(unknown) - 5} more)" if len(unknown) > 5 else ""
-        raise UserError("; ".join(lines) + more)
-    parts = _parse_shard(shard_spec)
+    check_known(entries, test_root)
+    parts = parse_shard(shard_spec)
     if parts:
-        entries = shard(entries, *parts, _load_durations(Path(durations_path)))
+        entries = shard(entries, *parts, load_durations(Path(durations_path)))
     console = Console(stderr=False)
     if not entries:
         console.print(f"no tests of {context} apply to this system (see `trtx list {context} --explain`)")
@@ -108,7 +59,7 @@ def run(context, matches, platforms, keyword, results_dir, junit, timeout_s, sha
 
     # Absolute: the pytest children run in the test root, where a relative path would not resolve.
     results_path = Path(results_dir).resolve()
-    _fresh_results_dir(results_path)
+    fresh_results_dir(results_path)
     junit_path = Path(junit).resolve() if junit else results_path / JUNIT_FILE
     junit_path.parent.mkdir(parents=True, exist_ok=True)     # written from the start: red until the end
     # How many tests run is known only as each pytest child collects: the summary counts them.
@@ -117,12 +68,7 @@ def run(context, matches, platforms, keyword, results_dir, junit, timeout_s, sha
                   soft_wrap=not console.is_terminal, markup=False, highlight=False)
     runner = Runner(Path(test_root).resolve(), results_path, junit_path, keyword, console, context, shard_spec)
     results = runner.run(plan(entries, waives, info, timeout_s / 60))
-
-    by_entry: dict[str, float] = {}
-    for r in results:
-        if r.entry:                                  # not the error of a run cut short
-            by_entry[r.entry] = by_entry.get(r.entry, 0.0) + r.duration
-    (results_path / "durations.json").write_text(json.dumps(by_entry, indent=1, sort_keys=True))
+    write_durations(results, results_path / "durations.json")
     render_rich(results, None, console)
     if not results:          # a -k typo must not read as a green run
         why = f"-k {keyword} matched none of their tests" if keyword else "pytest collected none of their tests"

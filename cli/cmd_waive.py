@@ -3,13 +3,13 @@ from __future__ import annotations
 
 import click
 
-from .collect import KnownTests
 from .errors import UserError
+from .lists.collect import KnownTests
+from .lists.sysinfo import check_platform, system_info
+from .lists.testline import TestRef, parse_ref
+from .lists.waives import MARKERS, Waive, WaiveFile, checked, editing, hygiene
 from .options import edited_waives_file, edited_waives_option, match_option, platform_option, test_root_option, \
     waives_option
-from .sysinfo import check_platform, system_info
-from .testline import TestRef, parse_ref
-from .waives import MARKERS, Waive, WaiveFile, editing, hygiene, parse_line
 
 
 def _ref(test_id: str) -> TestRef:
@@ -18,20 +18,6 @@ def _ref(test_id: str) -> TestRef:
         return parse_ref(test_id)
     except ValueError as e:
         raise UserError(str(e)) from None
-
-
-def _checked(entry: Waive) -> Waive:
-    """The entry, refused unless its line reads back as the same entry (a '#', a marker word or a
-    line break in the test id or the reason would change what the file says)."""
-    text = entry.render()
-    try:
-        back = parse_line(text, "", 0) if "\n" not in text and "\r" not in text else None
-    except UserError as e:
-        raise UserError(f"cannot write {text!r}: {e.message}") from None
-    if back is None or (back.ref, back.marker, back.reason, back.platform) != \
-            (entry.ref, entry.marker, entry.reason, entry.platform):
-        raise UserError(f"cannot write {text!r}: it would read back as a different entry")
-    return entry
 
 
 @click.group()
@@ -58,7 +44,7 @@ def add(test_id, reason, marker, platform, force, waives_file, test_root):
     if marker == "TIMEOUT" and not reason.strip().isdecimal():
         raise UserError(f"--reason {reason.strip()!r}: a TIMEOUT waive takes whole minutes, like --reason 90 "
                         "(TensorRT-LLM reads an integer)")
-    entry = _checked(Waive(ref, marker, reason.strip(), platform, 0))
+    entry = checked(Waive(ref, marker, reason.strip(), platform, 0))
     if not force:
         known = KnownTests(test_root)
         if not known(ref):

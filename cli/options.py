@@ -1,4 +1,5 @@
-"""Options shared by several commands, and where their defaults point."""
+"""Click options shared by several commands (their defaults point at bundled.py's paths), and
+--timeout's duration type."""
 from __future__ import annotations
 
 import re
@@ -6,24 +7,16 @@ from pathlib import Path
 
 import click
 
+from .bundled import TEST_ROOT, TESTDB, WAIVES, default_path
 from .errors import UserError
 
-REPO_ROOT = Path(__file__).resolve().parents[1]
-WAIVES = "waives/waives.txt"
-
-
-def default_path(relative: str) -> str:
-    """A path under the current directory when it exists there, else the one bundled with trtx."""
-    return relative if Path(relative).exists() else str(REPO_ROOT / relative)
-
-
 _FALLBACK = "here, else the one bundled with trtx"
-testdb_option = click.option("--testdb", "testdb", default=lambda: default_path("testlists/test-db"),
-                             help=f"Folder of test-db YAML files (default: testlists/test-db {_FALLBACK}).")
+testdb_option = click.option("--testdb", "testdb", default=lambda: default_path(TESTDB),
+                             help=f"Folder of test-db YAML files (default: {TESTDB} {_FALLBACK}).")
 waives_option = click.option("--waives-file", default=lambda: default_path(WAIVES),
                              help=f"The waive file (default: {WAIVES} {_FALLBACK}).")
-test_root_option = click.option("--test-root", default=lambda: default_path("tests/integration"),
-                                help=f"Folder that test ids are relative to (default: tests/integration {_FALLBACK}).")
+test_root_option = click.option("--test-root", default=lambda: default_path(TEST_ROOT),
+                                help=f"Folder that test ids are relative to (default: {TEST_ROOT} {_FALLBACK}).")
 # Editing never falls back to the bundled file: a command run outside a project must not edit trtx itself.
 edited_waives_option = click.option("--waives-file", help=f"The waive file to edit (default: {WAIVES} here).")
 

@@ -16,9 +16,10 @@ def leftovers(log_dir):
 
 
 def eval_on_ranks(tmp_path, tp: int, pp: int, timeout_s: float, **options):
-    """`trtx eval`'s multi-rank run (cli.evaluate.evaluate_on_ranks) of the bundled tiny-arith
+    """`trtx eval`'s multi-rank run (cli.eval.evaluate.evaluate_on_ranks) of the bundled tiny-arith
     eval set, logs under tmp_path; pass or fail, the job must leave no process behind."""
-    from trtx.cli.evaluate import MODELS_DIR, evaluate_on_ranks
+    from trtx.cli.eval.evaluate import evaluate_on_ranks
+    from trtx.cli.eval.models import MODELS_DIR
     model = MODELS_DIR / "tiny-arith"
     logs = (tmp_path / "logs").resolve()
     try:
@@ -34,6 +35,6 @@ def prompts_of(model_dir, n: int) -> list[str]:
     """The first n prompts of the model's eval set, or fixed text for a checkpoint without one."""
     from pathlib import Path
 
-    from trtx.cli.evaluate import load_problems
+    from trtx.cli.eval.evalset import load_problems
     path = Path(model_dir) / "eval.jsonl"
     return [p["prompt"] for p in load_problems(path, n)] if path.exists() else PROMPTS[:n]

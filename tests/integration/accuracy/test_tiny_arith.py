@@ -1,5 +1,5 @@
 """Accuracy and MTP acceptance of the bundled model on every engine configuration, each run on real
-ranks through the launcher and gated against tests/integration/references (cli/gate.py), and the
+ranks through the launcher and gated against tests/integration/references (cli/eval/gate.py), and the
 regression tests of the four production failures the engine's invariants guard against.
 
 Test ids name the configuration: test_accuracy[pp4-mtp_nextn=2]. Metrics (accuracy, threshold,
@@ -11,8 +11,8 @@ from pathlib import Path
 import pytest
 from ranks import eval_on_ranks
 
-from trtx.cli.evaluate import MODELS_DIR
-from trtx.cli.gate import gate_result, load_reference
+from trtx.cli.eval.gate import gate_result, load_reference
+from trtx.cli.eval.models import MODELS_DIR
 
 MODEL = MODELS_DIR / "tiny-arith"
 DATA = MODEL / "eval.jsonl"

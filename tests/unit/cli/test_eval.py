@@ -11,7 +11,7 @@ import pytest
 from click.testing import CliRunner
 
 from trtx.cli import cmd_eval
-from trtx.cli.evaluate import MODELS_DIR
+from trtx.cli.eval.models import MODELS_DIR
 from trtx.cli.main import cli
 from trtx.engine.errors import ConfigError
 

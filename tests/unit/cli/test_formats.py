@@ -6,10 +6,10 @@ from pathlib import Path
 import pytest
 
 from trtx.cli.errors import UserError
-from trtx.cli.sysinfo import platform_names
-from trtx.cli.testdb import load_testdb
-from trtx.cli.testline import TestRef
-from trtx.cli.waives import WaiveFile, hygiene, parse_line
+from trtx.cli.lists.sysinfo import platform_names
+from trtx.cli.lists.testdb import load_testdb
+from trtx.cli.lists.testline import TestRef
+from trtx.cli.lists.waives import WaiveFile, hygiene, parse_line
 
 FIXTURE = Path(__file__).parent / "fixture_tree"
 CPU = {"system_gpu_count": 0, "linux_distribution_name": "debian"}

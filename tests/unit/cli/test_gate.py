@@ -1,8 +1,8 @@
 """The accuracy and acceptance gates against hand-computed values, and reference matching."""
 import pytest
 
-from trtx.cli.gate import AcceptanceGate, AccuracyGate, ReferenceError, gate_result, load_reference
-from trtx.cli.evaluate import EvalResult
+from trtx.cli.eval.gate import AcceptanceGate, AccuracyGate, ReferenceError, gate_result, load_reference
+from trtx.cli.eval.evaluate import EvalResult
 
 
 def test_accuracy_threshold_and_theta_follow_the_one_sided_test():

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from trtx.cli.results import RESULTS_FILE, read_events
+from trtx.cli.run.results import RESULTS_FILE, read_events
 
 TRTX = shutil.which("trtx", path=str(Path(sys.executable).parent))
 REPO = Path(__file__).parents[3]

@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 from ranks import leftovers
-from trtx.cli.launcher import Launch, build_command
+from trtx.cli.launch.launcher import Launch, build_command
 
 JOB = str(Path(__file__).parents[2] / "jobs" / "collective_job.py")
 TRTX = shutil.which("trtx", path=str(Path(sys.executable).parent))
@@ -122,7 +122,7 @@ def test_ctrl_c_between_start_and_wait_still_tears_the_job_down(tmp_path):
     log_dir = (tmp_path / "logs").resolve()
     script = f"""
 import os, signal, sys, time
-from trtx.cli.launcher import Launch
+from trtx.cli.launch.launcher import Launch
 job = Launch(4, [sys.executable, {JOB!r}, "sleep"], 120, {str(log_dir)!r})
 job.start()
 os.kill(os.getpid(), signal.SIGINT)
@@ -173,7 +173,7 @@ def test_launcher_flags_and_alternatives(tmp_path):
 
 def test_each_local_rank_sees_one_gpu(tmp_path):
     """The rank entry's GPU choice, on the real entry program (no GPU needed to check the mapping)."""
-    from trtx.cli import rank_entry
+    from trtx.cli.launch import rank_entry
     seen = []
     for local in range(4):
         env = dict(os.environ, OMPI_COMM_WORLD_RANK=str(local), OMPI_COMM_WORLD_SIZE="4",

@@ -5,9 +5,9 @@ import shutil
 import pytest
 from test_run import FIXTURE, outcomes, trtx
 
-from trtx.cli.waives import waives_for
-from trtx.cli.testline import parse_ref
-from trtx.cli.waives import parse_line
+from trtx.cli.lists.waives import waives_for
+from trtx.cli.lists.testline import parse_ref
+from trtx.cli.lists.waives import parse_line
 
 FILE = "suite/test_waived_inside.py"
 

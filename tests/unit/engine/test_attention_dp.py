@@ -5,7 +5,8 @@ iteration. Outputs must equal a single rank's, and every job must end within its
 import pytest
 from ranks import eval_on_ranks
 
-from trtx.cli.evaluate import MODELS_DIR, RankJobError, evaluate
+from trtx.cli.eval.evaluate import RankJobError, evaluate
+from trtx.cli.eval.models import MODELS_DIR
 
 MODEL = MODELS_DIR / "tiny-arith"
 DATA = MODEL / "eval.jsonl"

@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 from ranks import leftovers
 
-from trtx.cli.launcher import Launch
+from trtx.cli.launch.launcher import Launch
 
 JOB = Path(__file__).parents[2] / "jobs" / "desync_job.py"
 pytestmark = pytest.mark.timeout(180)

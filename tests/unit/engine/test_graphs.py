@@ -7,7 +7,8 @@ import pytest
 import torch
 from ranks import eval_on_ranks
 
-from trtx.cli.evaluate import MODELS_DIR, RankJobError, evaluate
+from trtx.cli.eval.evaluate import RankJobError, evaluate
+from trtx.cli.eval.models import MODELS_DIR
 from trtx.engine import LLM
 from trtx.engine.kv_cache import NULL_BLOCK
 from trtx.engine.prepare import Padding, SeqChunk

@@ -11,8 +11,9 @@ from checkpoints import make_checkpoint
 from ranks import eval_on_ranks, leftovers, prompts_of
 from safetensors import safe_open
 
-from trtx.cli.evaluate import MODELS_DIR, RankJobError, evaluate, evaluate_on_ranks
-from trtx.cli.launcher import Launch
+from trtx.cli.eval.evaluate import RankJobError, evaluate, evaluate_on_ranks
+from trtx.cli.eval.models import MODELS_DIR
+from trtx.cli.launch.launcher import Launch
 from trtx.engine import LLM, SamplingParams
 from trtx.engine.parallel import RankMapping, head_shard, stage_layers
 

@@ -5,7 +5,8 @@ import pytest
 import torch
 from ranks import eval_on_ranks
 
-from trtx.cli.evaluate import MODELS_DIR, RankJobError
+from trtx.cli.eval.evaluate import RankJobError
+from trtx.cli.eval.models import MODELS_DIR
 from trtx.engine import LLM
 from trtx.engine.prepare import HOOKS, MetadataError, SeqChunk
 

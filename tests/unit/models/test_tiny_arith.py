@@ -5,7 +5,8 @@ and 3 gives exactly the tokens of nextn 0 on the whole eval set."""
 import pytest
 import torch
 
-from trtx.cli.evaluate import MODELS_DIR, grade, load_problems
+from trtx.cli.eval.evalset import grade, load_problems
+from trtx.cli.eval.models import MODELS_DIR
 from trtx.engine import LLM, SamplingParams
 
 MODEL = MODELS_DIR / "tiny-arith"

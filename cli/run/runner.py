@@ -1,8 +1,9 @@
-"""Running a resolved test list: split it into pytest child processes, watch them, show progress.
+"""Running a planned test list (lists/selection.py): split it into pytest child processes, watch
+them, show progress.
 
 Consecutive plain entries share one pytest process; an ISOLATION entry, or one with raw pytest
 arguments (`-k "expr"`), gets a process of its own. Processes run one after another, so the list
-order holds. Each child gets a plan for the plugin in cli/pytest_plugin.py: its entries, their
+order holds. Each child gets a plan for the plugin in cli/run/pytest_plugin.py: its entries, their
 timeouts, and the waives that can apply to each entry's tests (its own, and those naming a test
 inside it or a folder, file or class around it), which the plugin applies to each test it
 collects. Each child writes its log under RESULTS/logs/, and dies with the harness (Linux
@@ -19,7 +20,6 @@ import signal
 import subprocess
 import sys
 import time
-from dataclasses import dataclass
 from pathlib import Path
 
 from rich.console import Console
@@ -28,42 +28,16 @@ from rich.markup import escape
 from rich.table import Table
 from rich.text import Text
 
-from .errors import UserError
-from .rank_entry import die_with_parent
+from ..errors import UserError
+from ..lists.selection import Planned
+from ..procs import die_with_parent
 from .report import STYLES, result_line
 from .results import (RESULTS_FILE, TestResult, append_event, drop_torn_tail, read_events, results_from_events,
                       write_junit)
-from .testdb import TestEntry
-from .waives import Waive, WaiveFile, WaiveIndex
 
 WATCHDOG_SLACK_S = 60        # beyond the largest per-test timeout, before a silent child is killed
 HEARTBEAT_S = 30             # without a terminal, a "still running" line this often (TRTX_HEARTBEAT_S)
 STOP_SIGNALS = (signal.SIGTERM, signal.SIGINT)
-
-
-@dataclass
-class Planned:
-    entry: TestEntry
-    timeout_s: int               # the list's TIMEOUT, else the default; a TIMEOUT waive overrides it per test
-    waives: list[Waive]          # those that can apply to the entry's tests (WaiveIndex.for_entry)
-
-    def to_json(self) -> dict:
-        return {"entry": str(self.entry.ref), "test_id": self.entry.ref.test_id, "timeout_s": self.timeout_s,
-                "waives": [{"test_id": w.ref.test_id, "whole_entry": bool(w.ref.pytest_args), "marker": w.marker,
-                            "reason": w.reason or "", "timeout_s": _seconds(w.timeout_min)} for w in self.waives]}
-
-    @property
-    def longest_timeout_s(self) -> int:
-        return max([self.timeout_s] + [_seconds(w.timeout_min) for w in self.waives if w.timeout_min])
-
-
-def _seconds(minutes: float | None) -> int | None:
-    return None if minutes is None else int(minutes * 60)
-
-
-def plan(entries: list[TestEntry], waives: WaiveFile, info: dict, default_timeout_min: float) -> list[Planned]:
-    here = WaiveIndex([w for w in waives.entries if w.applies_to(info)])
-    return [Planned(e, _seconds(e.timeout_min or default_timeout_min), here.for_entry(e.ref)) for e in entries]
 
 
 def segments(planned: list[Planned]) -> list[list[Planned]]:
@@ -75,22 +49,6 @@ def segments(planned: list[Planned]) -> list[list[Planned]]:
         else:
             out[-1].append(p)
     return out
-
-
-def shard(entries: list[TestEntry], k: int, n: int, durations: dict[str, float]) -> list[TestEntry]:
-    """Entries of shard k (1-based) of n: longest recorded durations first onto the least loaded
-    shard; by count (round robin) when no durations are recorded. List order is kept."""
-    if not durations:
-        return [e for i, e in enumerate(entries) if i % n == k - 1]
-    known = [d for d in durations.values() if d > 0]
-    default = sum(known) / len(known) if known else 1.0
-    loads, owner = [0.0] * n, {}
-    for i in sorted(range(len(entries)), key=lambda i: -durations.get(str(entries[i].ref), default)):
-        s = loads.index(min(loads))
-        owner[i] = s
-        loads[s] += durations.get(str(entries[i].ref), default)
-    return [e for i, e in enumerate(entries) if owner[i] == k - 1]
-
 
 
 class Interrupted(Exception):
@@ -193,7 +151,7 @@ class Runner:
         for p in group:          # an entry with raw pytest args is always alone in its group
             args += [p.entry.ref.test_id, *p.entry.ref.pytest_args]
         args = _with_user_k(args, self.user_k)
-        cmd = [sys.executable, "-m", "pytest", "-p", "trtx.cli.pytest_plugin", f"--trtx-plan={plan_path}",
+        cmd = [sys.executable, "-m", "pytest", "-p", "trtx.cli.run.pytest_plugin", f"--trtx-plan={plan_path}",
                f"--rootdir={self.root}", f"--confcutdir={self.root}", "-p", "no:cacheprovider", "-q", *args]
         log = open(self.dir / "logs" / f"pytest-{index}.log", "w")
         with log:

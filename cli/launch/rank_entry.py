@@ -21,7 +21,9 @@ _RANK_VARS = [("OMPI_COMM_WORLD_RANK", "OMPI_COMM_WORLD_SIZE", "OMPI_COMM_WORLD_
 
 
 def die_with_parent() -> None:
-    """In a child (or before exec): get SIGKILL when the parent dies, however it dies (Linux)."""
+    """In a child (or before exec): get SIGKILL when the parent dies, however it dies (Linux).
+    The same as trtx.cli.procs.die_with_parent: run by path under -S, this program cannot import
+    the package, so it keeps a copy of its own."""
     try:
         ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGKILL)   # PR_SET_PDEATHSIG
     except OSError:

@@ -15,7 +15,7 @@ import re
 import shutil
 import subprocess
 
-from .errors import UserError
+from ..errors import UserError
 
 
 def detect() -> dict:

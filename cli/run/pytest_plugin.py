@@ -1,4 +1,4 @@
-"""The pytest plugin behind `trtx run`, loaded in each pytest child with `-p trtx.cli.pytest_plugin
+"""The pytest plugin behind `trtx run`, loaded in each pytest child with `-p trtx.cli.run.pytest_plugin
 --trtx-plan PLAN.json`.
 
 The plan names the test-list entries this child runs (the node ids themselves are pytest's
@@ -18,9 +18,9 @@ import math
 
 import pytest
 
+from ..lists.testline import within
+from ..lists.waives import waive_label
 from .results import append_event, read_events, results_from_events, write_junit
-from .testline import within
-from .waives import waive_label
 
 _MAX_MESSAGE = 6000
 

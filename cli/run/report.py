@@ -3,6 +3,7 @@ Markdown for CI step summaries, JSON for machines; merging the shards of a run; 
 run against a baseline run."""
 from __future__ import annotations
 
+import io
 import json
 from dataclasses import asdict
 
@@ -11,7 +12,7 @@ from rich.markup import escape
 from rich.table import Table
 from rich.text import Text
 
-from .results import TestResult
+from .results import TestResult, junit_xml
 
 ORDER = ("failed", "error", "xpassed", "passed", "xfailed", "skipped")
 STYLES = {"passed": "green", "failed": "bold red", "error": "bold red", "skipped": "yellow",
@@ -86,7 +87,7 @@ def _metrics(r: TestResult) -> str:
 
 def gates(metrics: dict) -> list[tuple[str, str]]:
     """(metric, its threshold's name) for each metric recorded beside its gate's threshold: M with
-    M_threshold or M_floor, and a rate STEM_rate also with STEM_threshold or STEM_floor (cli/gate.py
+    M_threshold or M_floor, and a rate STEM_rate also with STEM_threshold or STEM_floor (cli/eval/gate.py
     as_metrics: accuracy with accuracy_threshold, acceptance_rate with acceptance_threshold)."""
     out = []
     for name, value in metrics.items():
@@ -184,3 +185,15 @@ def render_json(results: list[TestResult], comparison: dict | None) -> str:
     if comparison:
         doc["baseline"] = comparison
     return json.dumps(doc, indent=2)
+
+
+def rendered(fmt: str, results: list[TestResult], comparison: dict | None) -> str:
+    """The report as text in `fmt` (rich, markdown, json, junit), for a file: rich gives the plain
+    lines, as in a CI log."""
+    if fmt == "rich":
+        text = io.StringIO()
+        render_rich(results, comparison, Console(file=text))
+        return text.getvalue()
+    if fmt == "junit":
+        return junit_xml(results)
+    return render_markdown(results, comparison) if fmt == "markdown" else render_json(results, comparison) + "\n"

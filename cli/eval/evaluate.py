@@ -1,16 +1,10 @@
-"""Accuracy and MTP acceptance of one engine configuration on an eval set (what `trtx eval` runs).
-
-An eval set is JSONL with a `prompt` (a string) and an `answer` (a JSON integer) per line; blank
-lines are skipped. The model's output is graded by the number after its last "Answer:"; no such
-number counts as wrong. The format is in docs/eval.md.
-
-Bundled models live in models/<name>/ (checkpoint plus eval.jsonl) and are addressed by name.
+"""Accuracy and MTP acceptance of one engine configuration on an eval set (what `trtx eval` runs):
+in this process (evaluate), or on tp x pp ranks through the launcher, each rank running rank.py
+(evaluate_on_ranks). Eval sets and grading are in evalset.py, the bundled models in models.py.
 """
 from __future__ import annotations
 
 import json
-import os
-import re
 import shutil
 import sys
 import tempfile
@@ -19,90 +13,10 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from .errors import UserError, closest
-from .fsutil import read_utf8
-from .options import REPO_ROOT
+from .evalset import grade, load_problems
 
 if TYPE_CHECKING:
     from trtx.engine import LLM
-
-MODELS_DIR = REPO_ROOT / "models"
-_ANSWER = re.compile(r"Answer:\s*(-?\d+)")
-
-
-def bundled_models() -> list[str]:
-    return sorted(p.parent.name for p in MODELS_DIR.glob("*/config.json"))
-
-
-def resolve_model(name_or_dir: str) -> Path:
-    """A checkpoint directory, or the directory of the bundled model of that name."""
-    path = Path(name_or_dir)
-    if (path / "config.json").exists():
-        return path
-    if name_or_dir in bundled_models():
-        return MODELS_DIR / name_or_dir
-    raise UserError(f"--model {name_or_dir!r} is neither a checkpoint directory (no config.json) nor a bundled "
-                    f"model ({', '.join(bundled_models()) or 'none'}){closest(name_or_dir, bundled_models())}")
-
-
-def default_dataset(model_dir: Path) -> Path:
-    path = model_dir / "eval.jsonl"
-    if not path.exists():
-        raise UserError(f"{model_dir} has no eval.jsonl; pass --dataset")
-    return path
-
-
-def check_rows(path: Path) -> int:
-    """The number of rows, once every line of the JSONL eval set is blank or an object with a
-    non-empty string `prompt` and an integer `answer`; else a UserError naming the line (datasets'
-    row index skips blank lines, and it would coerce or reject a bad value without saying where)."""
-    rows = 0
-    try:
-        text = read_utf8(path)                              # not UTF-8: names the line of the bad byte
-    except OSError as e:
-        raise UserError(f"cannot read the eval set: {e.strerror}", str(path)) from None
-    for number, line in enumerate(text.split("\n"), 1):    # JSONL lines end at \n only
-        if not line.strip():
-            continue
-        try:
-            row = json.loads(line)
-        except json.JSONDecodeError as e:
-            raise UserError(f"invalid JSON: {e.msg} (column {e.colno})", str(path), number) from None
-        if not isinstance(row, dict):
-            raise UserError(f"expected a JSON object with 'prompt' and 'answer', got {line.strip()[:40]}",
-                            str(path), number)
-        for key in ("prompt", "answer"):
-            if key not in row:
-                raise UserError(f"no {key!r} field (found: {', '.join(row) or 'none'}); every row needs a "
-                                f"'prompt' (a string) and an 'answer' (an integer)", str(path), number)
-        if not isinstance(row["prompt"], str) or not row["prompt"]:
-            raise UserError(f"'prompt' must be a non-empty string, got {row['prompt']!r}", str(path), number)
-        if not isinstance(row["answer"], int) or isinstance(row["answer"], bool):
-            raise UserError(f"'answer' must be an integer, got {row['answer']!r}", str(path), number)
-        rows += 1
-    return rows
-
-
-def load_problems(path: Path, max_samples: int | None) -> list[dict]:
-    """The eval set, checked line by line (check_rows), read through `datasets` (offline: the file
-    is local)."""
-    if not check_rows(path):
-        raise UserError("the eval set is empty", str(path))
-    os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
-    import datasets
-    datasets.disable_progress_bars()
-    try:
-        rows = datasets.load_dataset("json", data_files=str(path), split="train")
-    except Exception as e:   # datasets raises several types for unreadable JSON
-        raise UserError(f"cannot read the eval set: {e}", str(path)) from None
-    if max_samples is not None:
-        rows = rows.select(range(min(max_samples, len(rows))))
-    return [{"prompt": r["prompt"], "answer": r["answer"]} for r in rows]
-
-
-def grade(text: str, answer: int) -> bool:
-    found = _ANSWER.findall(text)
-    return bool(found) and int(found[-1]) == answer
 
 
 @dataclass
@@ -136,7 +50,7 @@ def evaluate(model_dir: Path, dataset: Path, mtp_nextn: int = 0, max_samples: in
              tp: int = 1, pp: int = 1, adp: bool = False, warmup: bool = False,
              warmup_oom: str = "skip", graphs: bool = False) -> tuple[EvalResult, LLM]:
     """Run the eval set through one LLM, in this process. Under tp x pp every rank of the job
-    calls this (see eval_rank.py) and gets the same result. Returns the result and the LLM."""
+    calls this (see rank.py) and gets the same result. Returns the result and the LLM."""
     from trtx.engine import LLM, SamplingParams
     from trtx.engine.speculative import SpecStats
 
@@ -166,14 +80,14 @@ def evaluate(model_dir: Path, dataset: Path, mtp_nextn: int = 0, max_samples: in
 
 def evaluate_on_ranks(model_dir: Path, dataset: Path, tp: int, pp: int, timeout_s: float, log_dir: Path | None,
                       **options) -> EvalResult:
-    """Run the eval on tp x pp ranks through the launcher (cli/eval_rank.py on every rank) and
+    """Run the eval on tp x pp ranks through the launcher (cli/eval/rank.py on every rank) and
     collect the result. A failed or hung job raises RankJobError with the launcher's report.
     log_dir None: a temporary folder, removed when the job succeeds (a failed job keeps it; the
     launcher's report names it)."""
     from trtx.engine.config import ModelConfig
     from trtx.engine.parallel import check_layout
 
-    from .launcher import Launch
+    from ..launch.launcher import Launch
     # Bad input fails here, once, not on N ranks.
     check_layout(ModelConfig.from_dir(model_dir), tp, pp, options.get("adp", False))
     load_problems(dataset, options.get("max_samples"))
@@ -182,7 +96,7 @@ def evaluate_on_ranks(model_dir: Path, dataset: Path, tp: int, pp: int, timeout_
         log_dir = Path(tempfile.mkdtemp(prefix="trtx-eval-"))
     out = log_dir / "eval"
     out.mkdir(parents=True, exist_ok=True)
-    cmd = [sys.executable, "-m", "trtx.cli.eval_rank", "--model", str(model_dir), "--dataset", str(dataset),
+    cmd = [sys.executable, "-m", "trtx.cli.eval.rank", "--model", str(model_dir), "--dataset", str(dataset),
            "--tp", str(tp), "--pp", str(pp), "--out", str(out)]
     for name, value in options.items():
         flag = f"--{name.replace('_', '-')}"
