@@ -89,7 +89,7 @@ def main():
     rows = []
     for kind in args.workload:
         for batch in args.batch:
-            prompts, limits = workload(kind, batch, llms[batch].config.vocab_size, args)
+            prompts, limits = workload(kind, batch, llms[batch].model_config.vocab_size, args)
             params = [SamplingParams(max_tokens=n, ignore_eos=True) for n in limits]
 
             def run_trtx():

@@ -20,6 +20,7 @@ from pathlib import Path
 
 from trtx.cli.eval.evaluate import evaluate_on_ranks
 from trtx.cli.eval.models import default_dataset, resolve_model
+from trtx.engine.engine_config import EngineConfig
 
 
 def parse(config: str) -> tuple[int, int]:
@@ -29,9 +30,10 @@ def parse(config: str) -> tuple[int, int]:
     return int(m.group(1) or 1), int(m.group(2) or 1)
 
 
-def run(model_dir, data, tp, pp, **options):
+def run(model_dir, data, tp, pp, max_samples, **options):
+    config = EngineConfig(model_dir, tensor_parallel_size=tp, pipeline_parallel_size=pp, **options)
     with tempfile.TemporaryDirectory(prefix="trtx-bench-") as logs:
-        return evaluate_on_ranks(model_dir, data, tp, pp, timeout_s=1800, log_dir=Path(logs), **options)
+        return evaluate_on_ranks(config, data, timeout_s=1800, log_dir=Path(logs), max_samples=max_samples)
 
 
 def main():
@@ -52,7 +54,7 @@ def main():
         reference = None
         for config in args.configs:
             tp, pp = parse(config)
-            r = run(model_dir, data, tp, pp, mtp_nextn=k, max_samples=args.max_samples)
+            r = run(model_dir, data, tp, pp, args.max_samples, mtp_nextn=k)
             outputs = [s["token_ids"] for s in r.samples]
             reference = reference or outputs
             same = sum(a == b for a, b in zip(outputs, reference)) / len(outputs)
@@ -65,7 +67,7 @@ def main():
         best = {1: float("inf"), 4: float("inf")}
         for _ in range(args.repeat):
             for pp in best:
-                r = run(model_dir, data, 1, pp, max_samples=16, max_num_seqs=batch)
+                r = run(model_dir, data, 1, pp, 16, max_num_seqs=batch)
                 best[pp] = min(best[pp], r.seconds / r.steps * 1e3)
         print(f"{batch:>5} {best[1]:>12.2f} {best[4]:>12.2f} {best[4] / best[1]:>7.2f}x", flush=True)
 

@@ -68,3 +68,24 @@ def timeout_option(default: str, bare_unit: str, what: str):
     """--timeout (to the parameter timeout_s, in seconds); its help says what a bare number means."""
     return click.option("--timeout", "timeout_s", type=Duration(bare_unit), default=default, show_default=True,
                         help=f"{what}. 90s, 30m, 1.5h or 2h30m; a bare number is {_UNIT_NAMES[bare_unit]}.")
+
+
+def engine_options(command):
+    """The engine's command-line options, made from EngineConfig's fields, where each is declared
+    once (help, default, range or choices, flags): --the-field-name plus its short flags. The
+    command receives them under the field names."""
+    from trtx.engine.engine_config import options
+
+    for f in reversed(options()):
+        meta = f.metadata
+        if meta["flags"] is None:
+            continue
+        names = ["--" + f.name.replace("_", "-"), *meta["flags"], f.name]
+        if meta["kind"] is bool:
+            command = click.option(*names, is_flag=True, help=meta["help"])(command)
+            continue
+        kind = click.Choice(meta["choices"]) if meta["choices"] else \
+            click.IntRange(meta["low"], meta["high"]) if meta["kind"] is int else str
+        command = click.option(*names, type=kind, default=f.default, show_default=f.default is not None,
+                               help=meta["help"])(command)
+    return command

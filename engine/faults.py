@@ -25,11 +25,16 @@ unless named in the TRTX_FAULTS environment variable, which every rank inherits:
     warmup_oom@R:SHAPE       rank R reports that warmup shape SHAPE (e.g. decode-8) does not fit
                              in its memory (the production bug behind invariant 4 had one rank
                              skip it alone): every rank must skip it, or all stop, by option.
+
+The variable is read and parsed once, when the engine's configuration is built (EngineConfig);
+the parsed `Faults` travel with the configuration to every part that acts on one.
 """
 from __future__ import annotations
 
 import os
 from dataclasses import dataclass
+
+from .errors import ConfigError
 
 KNOWN = {"drop_mtp_on_last_stage", "idle_rank", "all_rank_stats", "gather_when_finished", "drop_prepare_hook",
          "warmup_oom", "graph_size_alone"}
@@ -42,25 +47,34 @@ class Fault:
     arg: str | None = None
 
 
-def enabled() -> dict[str, Fault]:
-    faults = {}
-    for item in os.environ.get("TRTX_FAULTS", "").split(","):
-        item = item.strip()
-        if not item:
-            continue
-        head, _, arg = item.partition(":")
-        name, _, rank = head.partition("@")
+@dataclass(frozen=True)
+class Faults:
+    """The faults switched on for a job: parsed once from a TRTX_FAULTS value."""
+    spec: str = ""
+    items: tuple[Fault, ...] = ()
+
+    @classmethod
+    def parse(cls, spec: str) -> "Faults":
+        items = {}
+        for item in spec.split(","):
+            item = item.strip()
+            if not item:
+                continue
+            head, _, arg = item.partition(":")
+            name, _, rank = head.partition("@")
+            if name not in KNOWN:
+                raise ConfigError(f"TRTX_FAULTS names unknown fault {name!r}; known: {', '.join(sorted(KNOWN))}")
+            if rank and not rank.isdigit():
+                raise ConfigError(f"TRTX_FAULTS: {item!r}: expected NAME@RANK with a rank number")
+            items[name] = Fault(name, int(rank) if rank else None, arg or None)
+        return cls(spec, tuple(items.values()))
+
+    @classmethod
+    def from_env(cls) -> "Faults":
+        return cls.parse(os.environ.get("TRTX_FAULTS", ""))
+
+    def get(self, name: str, rank: int) -> Fault | None:
+        """The fault if it is switched on for this rank."""
         if name not in KNOWN:
-            raise ValueError(f"TRTX_FAULTS names unknown fault {name!r}; known: {', '.join(sorted(KNOWN))}")
-        if rank and not rank.isdigit():
-            raise ValueError(f"TRTX_FAULTS: {item!r}: expected NAME@RANK with a rank number")
-        faults[name] = Fault(name, int(rank) if rank else None, arg or None)
-    return faults
-
-
-def get(name: str, rank: int) -> Fault | None:
-    """The fault if it is switched on for this rank."""
-    if name not in KNOWN:
-        raise ValueError(f"unknown fault {name!r}")
-    fault = enabled().get(name)
-    return fault if fault is not None and fault.rank in (None, rank) else None
+            raise ValueError(f"unknown fault {name!r}")
+        return next((f for f in self.items if f.name == name and f.rank in (None, rank)), None)

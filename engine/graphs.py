@@ -39,8 +39,8 @@ class Captured:
 class DecodeGraphs:
     """The captured decode graphs of one rank, by padded batch size."""
 
-    def __init__(self, runner, q_len: int, max_model_len: int, comms: list, adp=None):
-        self.runner, self.q_len, self.comms, self.adp = runner, q_len, comms, adp
+    def __init__(self, runner, q_len: int, max_model_len: int, comms: list, dp=None):
+        self.runner, self.q_len, self.comms, self.dp = runner, q_len, comms, dp
         self.blocks = runner.blocks.blocks_for(max_model_len)          # table width of the longest sequence
         self.graphs: dict[int, Captured] = {}
         self.pool = None
@@ -55,8 +55,8 @@ class DecodeGraphs:
         pad = Padding(num_seqs, self.q_len, self.blocks)
         chunks = synthetic_chunks(num_seqs, self.q_len, self.runner.blocks.block_size)
         inputs = self.runner.prepare(chunks, "capture", pad)
-        if self.adp is not None:
-            self.adp.fix([num_seqs * self.q_len] * self.adp.size)
+        if self.dp is not None:
+            self.dp.fix([num_seqs * self.q_len] * self.dp.size)
         if not self.on_cuda:
             self.runner.forward(inputs)    # what the capture runs on CUDA: the same collectives, once
             self.graphs[num_seqs] = Captured(inputs, None, None)
@@ -87,7 +87,7 @@ class DecodeGraphs:
 
     def replay(self, chunks: list[SeqChunk], size: int) -> tuple[torch.Tensor, list[int]]:
         """The batch through the graph of `size` sequences: (hidden states of the padded batch,
-        each chunk's last row), as `EngineCore._forward` returns them."""
+        each chunk's last row), as `ModelRunner._forward` returns them."""
         captured = self.graphs[size]
         fresh = self.runner.prepare(chunks, "runtime", Padding(size, self.q_len, self.blocks))
         static, new = captured.inputs.tensors(), fresh.tensors()
@@ -95,8 +95,8 @@ class DecodeGraphs:
             raise MetadataError(f"graph of {size}: captured with {sorted(static)}, replayed with {sorted(new)}")
         for name, tensor in new.items():
             static[name].copy_(tensor)
-        if self.adp is not None:
-            self.adp.fix([size * self.q_len] * self.adp.size)
+        if self.dp is not None:
+            self.dp.fix([size * self.q_len] * self.dp.size)
         if captured.graph is not None:
             captured.graph.replay()
             hidden = captured.hidden

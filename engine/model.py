@@ -47,9 +47,9 @@ class Attention(nn.Module):
 
 
 class MLP(nn.Module):
-    def __init__(self, cfg: ModelConfig, tp: TensorParallel, adp: AttentionDataParallel | None = None):
+    def __init__(self, cfg: ModelConfig, tp: TensorParallel, dp: AttentionDataParallel | None = None):
         super().__init__()
-        self.tp, self.adp, full = tp, adp, cfg.intermediate_size
+        self.tp, self.dp, full = tp, dp, cfg.intermediate_size
         start, self.inter = even_slice(full, tp.size, tp.rank, "intermediate_size")
         self.gate_up_proj = ShardedLinear(cfg.hidden_size, [("gate", full, start, self.inter), ("up", full, start, self.inter)],
                                           bias=cfg.mlp_bias, dtype=cfg.dtype)
@@ -57,21 +57,21 @@ class MLP(nn.Module):
                                        in_slice=(start, self.inter), add_bias=tp.rank == 0)
 
     def forward(self, x):
-        if self.adp is not None:          # attention DP: this rank's share of every rank's tokens
-            x = self.adp.gather(x)
+        if self.dp is not None:          # attention DP: this rank's share of every rank's tokens
+            x = self.dp.gather(x)
         gate, up = self.gate_up_proj(x).split([self.inter, self.inter], dim=-1)
         out = self.tp.all_reduce(self.down_proj(F.silu(gate) * up))
-        return out if self.adp is None else self.adp.own(out)
+        return out if self.dp is None else self.dp.own(out)
 
 
 class DecoderLayer(nn.Module):
-    def __init__(self, cfg: ModelConfig, sliding: bool, tp: TensorParallel, adp: AttentionDataParallel | None = None):
+    def __init__(self, cfg: ModelConfig, sliding: bool, tp: TensorParallel, dp: AttentionDataParallel | None = None):
         super().__init__()
         self.input_layernorm = RMSNorm(cfg.hidden_size, cfg.rms_norm_eps, cfg.dtype)
         # Under attention DP every rank holds every head and attends over its own requests alone.
-        self.self_attn = Attention(cfg, sliding, TensorParallel() if adp is not None else tp)
+        self.self_attn = Attention(cfg, sliding, TensorParallel() if dp is not None else tp)
         self.post_attention_layernorm = RMSNorm(cfg.hidden_size, cfg.rms_norm_eps, cfg.dtype)
-        self.mlp = MLP(cfg, tp, adp)
+        self.mlp = MLP(cfg, tp, dp)
 
     def forward(self, hidden, residual, kv_cache, meta, rope):
         residual = hidden if residual is None else hidden + residual
@@ -88,7 +88,7 @@ class LlamaForCausalLM(nn.Module):
     `self.layers` holds this stage's blocks only; `self.layer_ids` their global indices."""
 
     def __init__(self, cfg: ModelConfig, mapping: RankMapping | None = None, tp: TensorParallel | None = None,
-                 keep_embedding: bool = False, adp: AttentionDataParallel | None = None):
+                 keep_embedding: bool = False, dp: AttentionDataParallel | None = None):
         super().__init__()
         mapping, tp = mapping or RankMapping(), tp or TensorParallel()
         self.config, self.mapping = cfg, mapping
@@ -98,7 +98,7 @@ class LlamaForCausalLM(nn.Module):
         # The last stage needs the embedding too when lm_head is tied to it, or to feed MTP drafting.
         self.embed_tokens = (TokenEmbedding(cfg.vocab_size, cfg.hidden_size, cfg.dtype)
                              if first or (last and (cfg.tie_word_embeddings or keep_embedding)) else None)
-        self.layers = nn.ModuleList(DecoderLayer(cfg, cfg.sliding_layers[i], tp, adp) for i in self.layer_ids)
+        self.layers = nn.ModuleList(DecoderLayer(cfg, cfg.sliding_layers[i], tp, dp) for i in self.layer_ids)
         self.norm = RMSNorm(cfg.hidden_size, cfg.rms_norm_eps, cfg.dtype) if last else None
         self.lm_head = None if cfg.tie_word_embeddings or not last else ShardedLinear(
             cfg.hidden_size, [whole(None, cfg.vocab_size)], bias=False, dtype=cfg.dtype)

@@ -1,39 +1,182 @@
-"""The model runner: turns a scheduled batch into tensors, runs the model, and returns the logits the
-engine needs (the last position of every request that completes this step, and the prompt
-positions of requests that asked for context logits).
+"""The model runner: one rank's model, KV cache, decode graphs and MTP drafter, and the step's
+execution on them.
+
+`execute(scheduler_output)` turns the scheduled requests into chunks, runs the forward (pipeline
+micro-batches, or a captured graph, or eager; under attention DP after the ranks agreed on graph
+or eager), gathers the context logits asked for, and on the last stage verifies the drafts and
+chooses each sampling request's new tokens. It reads request state but never changes it: the
+scheduler commits the result (Scheduler.update_from_output). `draft(jobs, output)` then runs the
+MTP module for the next step. Warmup asks the runner for its shapes' memory and forwards.
 """
 from __future__ import annotations
 
+from collections import Counter
+
 import torch
 
-from . import faults
-from .kv_cache import BlockManager
-from .prepare import Padding, SeqChunk, StepInputs, prepare
-from .scheduler import ScheduledBatch
+from .device import default_kv_cache_bytes
+from .engine_config import EngineConfig
+from .graphs import DecodeGraphs
+from .kv_cache import BlockManager, allocate_kv_cache, kv_bytes_per_block
+from .loader import load_model
+from .mtp import MtpDrafter
+from .outputs import DraftJob, Drafts, ModelRunnerOutput, RequestResult, SchedulerOutput
+from .parallel import Parallel
+from .pipeline import pipelined_forward
+from .prepare import Padding, SeqChunk, StepInputs, prepare, synthetic_chunks
+from .speculative import accept_greedy, verify
 
 
 class ModelRunner:
-    def __init__(self, model, kv_caches, blocks: BlockManager, device: torch.device, sliding_window: int | None,
-                 rank: int = 0):
-        self.model, self.kv_caches, self.blocks = model, kv_caches, blocks
-        self.device, self.sliding_window, self.rank = device, sliding_window, rank
+    def __init__(self, config: EngineConfig, parallel: Parallel):
+        self.config, self.parallel, self.model_config = config, parallel, config.model_config
+        self.device, self.mapping, self.rank = parallel.device, parallel.mapping, parallel.mapping.rank
+        self.dp = parallel.attention_dp_group
+        loaded = load_model(config, parallel)
+        self.model, self.mtp, self.loaded_tensors = loaded.model, loaded.mtp, loaded.tensors
+        self.num_cache_layers = len(self.model.layers) + (1 if self.mtp is not None else 0)
+        faults = config.faults
+        self.prepare_fault = faults.get("drop_prepare_hook", self.rank)
+        self.graph_size_alone = bool(faults.get("graph_size_alone", self.rank))
+        self.blocks: BlockManager | None = None      # allocate_kv_cache()
+        self.kv_caches: list[torch.Tensor] = []
+        self.drafter: MtpDrafter | None = None
+        self.graphs: DecodeGraphs | None = None      # captured during warmup, with decode_graphs
+        self.forwards: Counter[str] = Counter()      # runtime forwards: "eager" or "graph-<padded size>"
 
-    def chunks(self, batch: ScheduledBatch) -> list[SeqChunk]:
+    def num_kv_blocks(self) -> int:
+        """The KV cache blocks this rank can hold: as configured, or what its memory budget allows
+        (no more than max_num_seqs sequences of the model length could ever use)."""
+        c = self.config
+        if c.num_kv_blocks is not None:
+            return c.num_kv_blocks
+        kv_heads = self.model.layers[0].self_attn.num_kv_heads      # this rank's share
+        per_block = kv_bytes_per_block(self.num_cache_layers, c.block_size, kv_heads, self.model_config.head_dim,
+                                       self.model_config.dtype)
+        budget = c.kv_cache_memory if c.kv_cache_memory is not None else default_kv_cache_bytes(self.device)
+        useful = c.max_num_seqs * -(-self.model_config.max_position_embeddings // c.block_size)
+        return min(budget // per_block, useful) + 1
+
+    def allocate_kv_cache(self, blocks: BlockManager) -> None:
+        """The cache tensors for `blocks`; then the drafter and the decode graphs, which use them.
+        The MTP module's cache shares the block tables: its entry at position i sits where the
+        target's does, in a tensor of its own."""
+        cfg = self.model_config
+        kv_heads = self.model.layers[0].self_attn.num_kv_heads
+        kv = allocate_kv_cache(self.num_cache_layers, blocks.num_blocks, blocks.block_size, kv_heads, cfg.head_dim,
+                               cfg.dtype, self.device)
+        n_local = len(self.model.layers)
+        self.blocks, self.kv_caches = blocks, kv[:n_local]
+        if self.mtp is not None:
+            self.drafter = MtpDrafter(self.mtp, kv[n_local], self.model, self)
+        if self.config.decode_graphs:
+            comms = [self.parallel.tp.comm] if self.parallel.tp.comm is not None else []
+            self.graphs = DecodeGraphs(self, 1 + self.config.mtp_nextn, cfg.max_position_embeddings, comms, self.dp)
+
+    # -- one step ---------------------------------------------------------------------------------
+
+    def execute(self, sched: SchedulerOutput) -> ModelRunnerOutput:
+        """The forward over the scheduled requests (none: an idle attention-DP rank's dummy
+        forward), and on the last stage the logits, verification and new tokens."""
+        hidden, last_index = self._forward(self.chunks(sched))
+        results = []
+        for req, n, last in zip(sched.requests, sched.num_tokens, last_index):
+            start, known = req.num_computed_tokens, n - len(req.draft_token_ids)
+            r = RequestResult(req, start, last - n + 1, known, samples=start + known == req.num_tokens)
+            if req.params.return_context_logits and hidden is not None:
+                r.context_logits = self._context_logits(r, hidden)
+            results.append(r)
+        if self.mapping.is_last_stage:
+            self._verify([r for r in results if r.samples], hidden)
+        return ModelRunnerOutput(results, hidden)
+
+    def draft(self, jobs: list[DraftJob], out: ModelRunnerOutput) -> Drafts:
+        """The MTP module's catch-up and drafts for the next step (last stage; empty elsewhere)."""
+        return self.drafter.run(jobs, out.hidden) if self.drafter is not None else {}
+
+    def chunks(self, sched: SchedulerOutput) -> list[SeqChunk]:
         """Each scheduled request's tokens for this step: its uncomputed known tokens, then the
         MTP drafts riding behind them to be verified."""
         out = []
-        for req, n in zip(batch.requests, batch.num_tokens):
+        for req, n in zip(sched.requests, sched.num_tokens):
             start = req.num_computed_tokens
             tokens = (req.all_token_ids + req.draft_token_ids)[start:start + n]
             out.append(SeqChunk(tokens, start, self.blocks.tables[req.request_id]))
         return out
 
+    def _forward(self, chunks: list[SeqChunk], path: str = "runtime") -> tuple[torch.Tensor | None, list[int]]:
+        """The batch through this rank's layers: (final hidden states on the last stage, None
+        elsewhere; each chunk's last row in them)."""
+        if self.mapping.pp_size > 1:
+            return pipelined_forward(self, self.parallel, chunks, path)
+        size = self.graphs.size_for(chunks) if self.graphs is not None and path == "runtime" else 0
+        if self.dp is not None:      # every rank's token count, and graph or eager for all
+            agreed = self.dp.begin(sum(len(c.token_ids) for c in chunks) or 1, size)
+            size = size if self.graph_size_alone else agreed     # the fault: decide alone
+        if path == "runtime":
+            self.forwards[f"graph-{size}" if size else "eager"] += 1
+        if size:
+            return self.graphs.replay(chunks, size)
+        # No chunks: an attention-DP rank with nothing scheduled joins with one dummy token.
+        inputs = self.prepare(chunks or synthetic_chunks(1, 1, self.blocks.block_size), path)
+        return self.forward(inputs), inputs.last_index
+
+    def _verify(self, sampling: list[RequestResult], hidden: torch.Tensor) -> None:
+        """Each sampling request's new tokens and accepted drafts."""
+        if not sampling:
+            return
+        rows = [r.rows() for r in sampling]
+        logits = self.logits(hidden, [row for rs in rows for row in rs])
+        argmax = logits.argmax(dim=-1).tolist()          # one call for every greedy row of the step
+        offset = 0
+        for r, rs in zip(sampling, rows):
+            req, end = r.req, offset + len(rs)
+            drafts, probs = req.draft_token_ids, req.draft_probs
+            if req.params.greedy:
+                r.new_token_ids, r.num_accepted = accept_greedy(argmax[offset:end], drafts)
+            else:
+                r.new_token_ids, r.num_accepted = verify(logits[offset:end], drafts,
+                                                         torch.stack(probs) if drafts else None, req.params,
+                                                         req.generator)
+            offset = end
+
+    def _context_logits(self, r: RequestResult, hidden: torch.Tensor) -> torch.Tensor | None:
+        """The logits of the prompt positions this step computed that were not collected yet (a
+        recomputed prefix was)."""
+        req = r.req
+        lo = max(r.start, req.num_context_logits)
+        hi = min(r.start + r.num_known, len(req.prompt_token_ids))
+        if lo >= hi:
+            return None
+        first = r.first_row - r.start                # flat row of position 0
+        return self.logits(hidden, slice(first + lo, first + hi)).cpu()
+
+    # -- warmup and graph capture ------------------------------------------------------------------
+
+    def warm(self, num_seqs: int, tokens_each: int) -> None:
+        """One forward (and the logits) over a synthesised batch, through the capture path."""
+        hidden, last_index = self._forward(synthetic_chunks(num_seqs, tokens_each, self.blocks.block_size), "capture")
+        if hidden is not None:
+            self.logits(hidden, last_index)
+
+    def activation_bytes(self, num_seqs: int, tokens_each: int) -> int:
+        """A generous estimate of one forward's activations: the token-wise tensors of a layer, the
+        attention scores, and the logits."""
+        cfg, layer = self.model_config, self.model.layers[0]
+        tokens = num_seqs * tokens_each
+        elem = torch.empty((), dtype=cfg.dtype).element_size()
+        per_token = (8 * cfg.hidden_size + 3 * layer.mlp.inter + 2 * cfg.vocab_size) * elem
+        scores = num_seqs * layer.self_attn.num_heads * tokens_each * tokens_each * 4
+        return 2 * (tokens * per_token + scores)
+
+    # -- the forward's parts ------------------------------------------------------------------------
+
     def prepare(self, chunks: list[SeqChunk], path: str = "runtime", pad: Padding | None = None) -> StepInputs:
         """The forward's tensors and metadata (engine/prepare.py); path "capture" is a batch
         synthesised for warmup or graph capture, which the drop_prepare_hook fault can hobble;
         `pad`: in a captured graph's static shapes."""
-        fault = faults.get("drop_prepare_hook", self.rank) if path == "capture" else None
-        return prepare(chunks, self.blocks.block_size, self.sliding_window, self.device, path,
+        fault = self.prepare_fault if path == "capture" else None
+        return prepare(chunks, self.blocks.block_size, self.model_config.sliding_window, self.device, path,
                        frozenset([fault.arg]) if fault else frozenset(), pad)
 
     @torch.inference_mode()
@@ -45,4 +188,3 @@ class ModelRunner:
     @torch.inference_mode()
     def logits(self, hidden: torch.Tensor, rows: list[int] | slice) -> torch.Tensor:
         return self.model.compute_logits(hidden[rows])
-

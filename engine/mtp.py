@@ -11,8 +11,6 @@ gives them KV caches of their own, and runs them only to draft.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 import torch
 from torch import nn
 
@@ -20,9 +18,9 @@ from .attention import AttentionMetadata
 from .config import ModelConfig
 from .layers import RMSNorm, ShardedLinear, whole
 from .model import DecoderLayer, LlamaForCausalLM, layer_targets
+from .outputs import DraftJob, Drafts
 from .prepare import SeqChunk
 from .parallel import TensorParallel
-from .request import Request
 from .sampling import sample
 
 
@@ -54,18 +52,6 @@ class MtpModule(nn.Module):
         return targets
 
 
-@dataclass
-class DraftJob:
-    """One request's MTP work after a target forward: catch up the module's KV cache on the
-    positions [start, end) whose next token is now known (their target hidden states are the rows
-    `hidden_rows` of this step's forward), then, if num_drafts > 0, propose that many tokens."""
-    req: Request
-    start: int
-    end: int
-    hidden_rows: list[int]
-    num_drafts: int
-
-
 class MtpDrafter:
     """Runs the MTP module: a batched catch-up pass whose last position of each request gives
     draft 1, then one single-token pass per further draft, the module reused and fed its own
@@ -76,18 +62,22 @@ class MtpDrafter:
         self.module, self.kv_cache, self.base, self.runner = module, kv_cache, base, runner
 
     @torch.inference_mode()
-    def run(self, jobs: list[DraftJob], hidden: torch.Tensor) -> None:
+    def run(self, jobs: list[DraftJob], hidden: torch.Tensor) -> Drafts:
+        """Catch every job's MTP cache up, and propose each job's drafts."""
+        drafts: Drafts = {}
         jobs = [j for j in jobs if j.end > j.start]      # their drafts were consumed by the step
         if not jobs:
-            return
+            return drafts
         chunks = [SeqChunk(j.req.all_token_ids[j.start + 1:j.end + 1], j.start, self.runner.blocks.tables[j.req.request_id])
                   for j in jobs]
         out, last = self.forward(chunks, hidden, [j.hidden_rows for j in jobs])
         drafting = [(j, row) for j, row in zip(jobs, last) if j.num_drafts > 0]
+        for j, _ in drafting:
+            drafts[j.req.request_id] = ([], [])
         for depth in range(max((j.num_drafts for j, _ in drafting), default=0)):
             drafting = [(j, row) for j, row in drafting if j.num_drafts > depth]
             if depth > 0:     # draft d+1 at the position after draft d's: (own output there, draft d)
-                chunks = [SeqChunk([j.req.draft_token_ids[-1]], j.end + depth - 1,
+                chunks = [SeqChunk([drafts[j.req.request_id][0][-1]], j.end + depth - 1,
                                    self.runner.blocks.tables[j.req.request_id]) for j, _ in drafting]
                 out, rows = self.forward(chunks, out, [[r] for _, r in drafting])
                 drafting = [(j, r) for (j, _), r in zip(drafting, rows)]
@@ -95,8 +85,9 @@ class MtpDrafter:
             reqs = [j.req for j, _ in drafting]
             tokens, probs = sample(logits, [r.params for r in reqs], [r.generator for r in reqs])
             for req, tok, prob in zip(reqs, tokens, probs):
-                req.draft_token_ids.append(tok)
-                req.draft_probs.append(prob)
+                drafts[req.request_id][0].append(tok)
+                drafts[req.request_id][1].append(prob)
+        return drafts
 
     def forward(self, chunks: list[SeqChunk], source: torch.Tensor, source_rows: list[list[int]]):
         """Run the module on the chunks, its hidden input gathered from `source`; returns the

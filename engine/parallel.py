@@ -199,7 +199,7 @@ class Parallel:
     def __init__(self, mapping: RankMapping, device: torch.device, tp: TensorParallel,
                  world: Collectives | None = None):
         self.mapping, self.device, self.tp, self.world = mapping, device, tp, world
-        self.adp = AttentionDataParallel(tp.rank, tp.size, tp.comm) if mapping.attention_dp else None
+        self.attention_dp_group = AttentionDataParallel(tp.rank, tp.size, tp.comm) if mapping.attention_dp else None
 
     @classmethod
     def single(cls, device: torch.device) -> "Parallel":

@@ -1,4 +1,5 @@
-"""Continuous batching: which requests run this step, and how many of their tokens.
+"""Continuous batching: which requests run this step, and how many of their tokens; and, once the
+step ran, what it changed in their state.
 
 Each step has a token budget (max_num_tokens) and a request cap (max_num_seqs). Running requests
 go first (one token each when decoding, plus its MTP drafts to verify; a chunk when the prompt
@@ -6,31 +7,30 @@ is still being prefilled), then waiting requests are admitted in arrival order w
 lasts and the block manager has blocks for them. When a running request needs a block and none is free, the newest running
 request is preempted: its blocks are freed and it goes back to the head of the queue, to be
 recomputed later (prompt + the tokens it had generated, so its output is unchanged).
+
+After the forward, `update_from_output` commits the model runner's result, identically on every
+rank: the computed tokens, the verified new tokens (rolling the cache back past rejected drafts),
+stop checks and finish reasons, and the MTP work of the requests still running (reserving blocks
+for their drafts); `set_drafts` then stores the drafts proposed for the next step.
 """
 from __future__ import annotations
 
 from collections import deque
-from dataclasses import dataclass, field
 
 from .kv_cache import BlockManager
+from .outputs import DraftJob, Drafts, ModelRunnerOutput, RequestResult, SchedulerOutput, StepUpdate
 from .request import Request, Status
-
-
-@dataclass
-class ScheduledBatch:
-    requests: list[Request] = field(default_factory=list)
-    num_tokens: list[int] = field(default_factory=list)     # tokens of each request computed this step
-
-    def __len__(self) -> int:
-        return len(self.requests)
+from .tokenizer import Tokenizer
 
 
 class Scheduler:
-    def __init__(self, blocks: BlockManager, max_num_seqs: int, max_num_tokens: int, max_model_len: int = 1 << 30):
+    def __init__(self, blocks: BlockManager, max_num_seqs: int, max_num_tokens: int, max_model_len: int = 1 << 30,
+                 *, eos_token_ids: tuple[int, ...] = (), tokenizer: Tokenizer | None = None, mtp_nextn: int = 0):
         if max_num_seqs < 1 or max_num_tokens < 1:
             raise ValueError("max_num_seqs and max_num_tokens must be >= 1")
         self.blocks = blocks
         self.max_num_seqs, self.max_num_tokens, self.max_model_len = max_num_seqs, max_num_tokens, max_model_len
+        self.eos_token_ids, self.tokenizer, self.mtp_nextn = eos_token_ids, tokenizer, mtp_nextn
         self.waiting: deque[Request] = deque()
         self.running: list[Request] = []
         self.num_preemptions = 0
@@ -46,8 +46,8 @@ class Scheduler:
     def has_unfinished(self) -> bool:
         return bool(self.waiting or self.running)
 
-    def schedule(self) -> ScheduledBatch:
-        batch = ScheduledBatch()
+    def schedule(self) -> SchedulerOutput:
+        batch = SchedulerOutput()
         budget = self.max_num_tokens
         preempted = False
         i = 0
@@ -94,3 +94,78 @@ class Scheduler:
         req.keep_drafts(0)
         self.num_preemptions += 1
         self.waiting.appendleft(req)
+
+    def update_from_output(self, out: ModelRunnerOutput) -> StepUpdate:
+        """Commit a step's result to the request state: computed tokens and context logits, then
+        for each request that sampled, its acceptance counts and new tokens (the cache rolls back
+        past rejected drafts) and whether it finished; then the MTP work of those still running."""
+        finished, continuing = [], []
+        for r in out.results:
+            req = r.req
+            if r.context_logits is not None:
+                req.context_logits.append(r.context_logits)
+            req.num_computed_tokens += r.num_known
+            if not r.samples:
+                continuing.append(r)             # a prefill chunk: the MTP still catches up
+        for r in out.results:
+            if not r.samples:
+                continue
+            req = r.req
+            req.spec.record(len(req.draft_token_ids), r.num_accepted)
+            req.num_computed_tokens += r.num_accepted      # rejected drafts' cache entries roll back
+            req.keep_drafts(0)
+            if self._append(req, r.new_token_ids):
+                finished.append(req)
+            else:
+                continuing.append(r)
+        jobs = [self._draft_job(r) for r in continuing] if self.mtp_nextn else []
+        for job in jobs:               # the MTP cache holds these positions once the drafter ran
+            job.req.num_mtp_computed = job.end
+        return StepUpdate(finished, jobs)
+
+    def set_drafts(self, jobs: list[DraftJob], drafts: Drafts) -> None:
+        """The drafts proposed for the next step (the last stage's, broadcast to the others)."""
+        for job in jobs:
+            tokens, probs = drafts.get(job.req.request_id, ([], []))
+            job.req.draft_token_ids[:], job.req.draft_probs[:] = tokens, probs
+
+    def _append(self, req: Request, tokens: list[int]) -> bool:
+        """Append the step's new tokens one by one; True when the request finished (tokens after
+        the one that finished it are dropped)."""
+        for token in tokens:
+            req.output_token_ids.append(token)
+            reason = self._finish_reason(req, token)
+            if reason:
+                self.finish(req, reason)
+                return True
+        return False
+
+    def _finish_reason(self, req: Request, token: int) -> str | None:
+        p = req.params
+        if not p.ignore_eos and token in self.eos_token_ids:
+            return "stop"
+        if p.stop:
+            text = self.tokenizer.decode(req.output_token_ids)
+            hits = [i for i in (text.find(s) for s in p.stop) if i >= 0]
+            if hits:
+                req.stop_text_end = min(hits)
+                return "stop"
+        if len(req.output_token_ids) >= p.max_tokens or req.num_tokens >= self.max_model_len:
+            return "length"
+        return None
+
+    def _draft_job(self, r: RequestResult) -> DraftJob:
+        """The MTP catch-up range of a request this step computed, and how many drafts to propose:
+        no more than can be used before max_tokens or the model length."""
+        req = r.req
+        end = min(req.num_computed_tokens, req.num_tokens - 1)   # positions whose next token is known
+        rows = list(range(r.first_row + req.num_mtp_computed - r.start, r.first_row + end - r.start))
+        drafts = 0
+        if req.num_computed_tokens == req.num_tokens - 1:          # decoding: draft for the next step
+            drafts = min(self.mtp_nextn, req.params.max_tokens - len(req.output_token_ids) - 1,
+                         self.max_model_len - req.num_tokens)
+            # Drafting writes the MTP cache up to position end + drafts - 2; the target's blocks
+            # may not reach that far after a short acceptance.
+            while drafts > 0 and not self.blocks.allocate(req.request_id, end + drafts - 1):
+                drafts -= 1
+        return DraftJob(req, req.num_mtp_computed, end, rows, max(drafts, 0))

@@ -1,31 +1,20 @@
 """Helpers for tests that start real multi-rank jobs."""
-import psutil
 
 
-def leftovers(log_dir):
-    """Processes whose command line mentions this job's log folder (rank entries and their CMDs)."""
-    found = []
-    for p in psutil.process_iter(["cmdline", "environ"]):
-        try:
-            if str(log_dir) in " ".join(p.info["cmdline"] or []) or \
-                    (p.info["environ"] or {}).get("TRTX_RANK_LOG_DIR") == str(log_dir):
-                found.append(p)
-        except (psutil.NoSuchProcess, psutil.AccessDenied):
-            pass
-    return found
-
-
-def eval_on_ranks(tmp_path, tp: int, pp: int, timeout_s: float, **options):
-    """`trtx eval`'s multi-rank run (cli.eval.evaluate.evaluate_on_ranks) of the bundled tiny-arith
-    eval set, logs under tmp_path; pass or fail, the job must leave no process behind."""
+def eval_on_ranks(tmp_path, timeout_s: float, max_samples: int | None = None, **engine):
+    """`trtx eval`'s multi-rank run (cli.eval.evaluate_on_ranks) of the bundled tiny-arith eval set
+    with these engine options, logs under tmp_path; pass or fail, the job must leave no process
+    behind."""
     from trtx.cli.eval.evaluate import evaluate_on_ranks
     from trtx.cli.eval.models import MODELS_DIR
+    from trtx.cli.launch.launcher import processes_of
+    from trtx.engine.engine_config import EngineConfig
     model = MODELS_DIR / "tiny-arith"
     logs = (tmp_path / "logs").resolve()
     try:
-        return evaluate_on_ranks(model, model / "eval.jsonl", tp, pp, timeout_s, logs, **options)
+        return evaluate_on_ranks(EngineConfig(model, **engine), model / "eval.jsonl", timeout_s, logs, max_samples)
     finally:
-        assert not leftovers(logs), "processes of the job were left running"
+        assert not processes_of(logs), "processes of the job were left running"
 
 
 PROMPTS = ["The quick brown fox jumps over the lazy dog.", "Ann has 3 coins; Tom has 14.", "x" * 40, "42+17=", "Hi"]

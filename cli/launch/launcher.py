@@ -366,3 +366,19 @@ def _mtime(path: str) -> float:
 def _gpu_count() -> int:
     from ..lists.sysinfo import detect_gpus
     return int(detect_gpus().get("system_gpu_count", 0))
+
+
+def processes_of(log_dir: Path | str) -> list:
+    """Processes still running for the job whose log folder this is (rank entries and their
+    commands, found by the folder in their command line or TRTX_RANK_LOG_DIR in their environment):
+    after a job, pass or fail, there must be none."""
+    import psutil
+    found = []
+    for p in psutil.process_iter(["cmdline", "environ"]):
+        try:
+            if str(log_dir) in " ".join(p.info["cmdline"] or []) or \
+                    (p.info["environ"] or {}).get("TRTX_RANK_LOG_DIR") == str(log_dir):
+                found.append(p)
+        except (psutil.NoSuchProcess, psutil.AccessDenied):
+            pass
+    return found

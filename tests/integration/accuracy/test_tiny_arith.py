@@ -9,10 +9,12 @@ import os
 from pathlib import Path
 
 import pytest
-from ranks import eval_on_ranks
 
+from trtx.cli.eval.evaluate import evaluate_on_ranks
 from trtx.cli.eval.gate import gate_result, load_reference
 from trtx.cli.eval.models import MODELS_DIR
+from trtx.cli.launch.launcher import processes_of
+from trtx.engine.engine_config import EngineConfig
 
 MODEL = MODELS_DIR / "tiny-arith"
 DATA = MODEL / "eval.jsonl"
@@ -34,8 +36,15 @@ def spec(nextn: int) -> dict:
 
 
 def run(tmp_path, layout: str, nextn: int, **options):
-    tp, pp, adp = LAYOUTS[layout]
-    return eval_on_ranks(tmp_path, tp, pp, JOB_TIMEOUT_S, adp=adp, mtp_nextn=nextn, max_samples=SAMPLES, **options)
+    """The eval on the layout's ranks through the launcher; pass or fail, no process may be left."""
+    tp, pp, attention_dp = LAYOUTS[layout]
+    config = EngineConfig(MODEL, tensor_parallel_size=tp, pipeline_parallel_size=pp, attention_dp=attention_dp,
+                          mtp_nextn=nextn, **options)
+    logs = (tmp_path / "logs").resolve()
+    try:
+        return evaluate_on_ranks(config, DATA, JOB_TIMEOUT_S, logs, SAMPLES)
+    finally:
+        assert not processes_of(logs), "processes of the job were left running"
 
 
 def with_faults(monkeypatch, faults: str) -> None:
@@ -64,37 +73,37 @@ class TestProductionRegressions:
 
     def test_mtp_layers_kept_on_last_pp_stage_pp4(self, tmp_path, record_property):
         result = run(tmp_path, "pp4", 2)
-        last = [r for r in result.ranks if r["pp_rank"] == 3]
-        assert all(r["mtp_module"] for r in last) and not any(r["mtp_module"] for r in result.ranks if r not in last)
+        last = [r for r in result.ranks if r.pp_rank == 3]
+        assert all(r.mtp_module for r in last) and not any(r.mtp_module for r in result.ranks if r not in last)
         gate(result, 2, record_property)
 
     def test_adp_dry_rank_with_all_rank_stats_joins_every_collective(self, tmp_path, record_property, monkeypatch):
         with_faults(monkeypatch, "idle_rank@1:30,all_rank_stats")
         monkeypatch.setenv("TRTX_CHECK_COLLECTIVES", "1")
         result = run(tmp_path, "adp4", 2, max_num_seqs=4)
-        assert all(r["stats_from_ranks"] == [0, 1, 2, 3] for r in result.ranks)
-        assert set(range(1, 31)) <= set(result.ranks[1]["idle_iterations"])
+        assert all(r.stats_from_ranks == [0, 1, 2, 3] for r in result.ranks)
+        assert set(range(1, 31)) <= set(result.ranks[1].idle_iterations)
         gate(result, 2, record_property)
 
     def test_adp_ranks_agree_on_graph_or_eager_and_padded_size(self, tmp_path, record_property, monkeypatch):
         with_faults(monkeypatch, "idle_rank@1:30")
         monkeypatch.setenv("TRTX_CHECK_COLLECTIVES", "1")
-        result = run(tmp_path, "adp4", 2, max_num_seqs=4, graphs=True)
-        forwards = [r["forwards"] for r in result.ranks]
+        result = run(tmp_path, "adp4", 2, max_num_seqs=4, decode_graphs=True)
+        forwards = [r.forwards for r in result.ranks]
         assert all(f == forwards[0] for f in forwards), forwards
         assert any(kind.startswith("graph-") for kind in forwards[0]), forwards[0]
         gate(result, 2, record_property)
 
     def test_capture_path_prepares_every_metadata_field(self, tmp_path, record_property):
         result = run(tmp_path, "tp2", 2, warmup=True)
-        assert all(what == "ran" for r in result.ranks for _, what in r["warmup"])
+        assert all(what == "ran" for r in result.ranks for _, what in r.warmup)
         gate(result, 2, record_property)
 
     def test_warmup_oom_on_one_rank_is_agreed_by_all(self, tmp_path, record_property, monkeypatch):
         with_faults(monkeypatch, "warmup_oom@2:decode-16")
         result = run(tmp_path, "tp2pp2", 0, warmup=True)
         for r in result.ranks:
-            skipped = [name for name, what in r["warmup"] if what != "ran"]
-            assert skipped == ["decode-16"], f"rank {r['rank']} skipped {skipped}"
+            skipped = [name for name, what in r.warmup if what != "ran"]
+            assert skipped == ["decode-16"], f"rank {r.rank} skipped {skipped}"
         gate(result, 0, record_property)
 

@@ -30,7 +30,7 @@ def test_eval_prints_accuracy_and_acceptance_and_writes_json(tmp_path):
     assert res.returncode == 0, res.stderr
     assert "accuracy" in res.stdout and "acceptance rate (nextn=2)" in res.stdout and "tokens/s" in res.stdout
     data = json.loads(out.read_text())
-    assert data["n"] == 24 and data["mtp_nextn"] == 2 and len(data["samples"]) == 24
+    assert data["n"] == 24 and data["engine"]["mtp_nextn"] == 2 and len(data["samples"]) == 24
     assert data["correct"] == sum(s["correct"] for s in data["samples"])
     spec = data["spec"]
     assert spec["proposed"] > 0 and spec["acceptance_rate"] == spec["accepted"] / spec["proposed"]
@@ -55,7 +55,7 @@ def test_eval_on_four_ranks_reports_like_one_rank(tmp_path):
     assert res.returncode == 0, res.stderr + res.stdout
     assert "(tp2 pp2)" in res.stdout and "acceptance rate (nextn=2)" in res.stdout
     data = json.loads(out.read_text())
-    assert (data["tp"], data["pp"], data["n"]) == (2, 2, 16) and data["spec"]["proposed"] > 0
+    assert (data["engine"]["tensor_parallel_size"], data["engine"]["pipeline_parallel_size"], data["n"]) == (2, 2, 16) and data["spec"]["proposed"] > 0
     assert [(r["rank"], r["tp_rank"], r["pp_rank"]) for r in data["ranks"]] == [(0, 0, 0), (1, 1, 0), (2, 0, 1), (3, 1, 1)]
     assert sorted(p.name for p in logs.glob("rank-*.log")) == [f"rank-{r}.log" for r in range(4)]
 

@@ -78,4 +78,4 @@ def test_a_desynchronised_gather_turns_the_attention_dp_regression_red(tmp_path)
                "--results", str(results), env={"TRTX_FAULTS": "gather_when_finished"})
     finish = finished(results)
     assert res.returncode == 1 and [e["outcome"] for e in finish] == ["failed"]
-    assert "CollectiveDesync" in finish[0]["message"] and "engine_core.py" in finish[0]["message"]
+    assert "CollectiveDesync" in finish[0]["message"] and "attention_dp.py" in finish[0]["message"]

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from ranks import leftovers
+from trtx.cli.launch.launcher import processes_of
 from trtx.cli.launch.launcher import Launch, build_command
 
 JOB = str(Path(__file__).parents[2] / "jobs" / "collective_job.py")
@@ -22,7 +22,7 @@ pytestmark = pytest.mark.timeout(180)
 def launch(tmp_path, mode, timeout_s=120, launcher="mpirun"):
     log_dir = (tmp_path / "logs").resolve()
     result = Launch(4, [sys.executable, JOB, mode], timeout_s, log_dir, launcher=launcher).run()
-    assert not leftovers(log_dir)
+    assert not processes_of(log_dir)
     return result
 
 
@@ -113,7 +113,7 @@ def test_ctrl_c_and_sigterm_end_every_rank(tmp_path, how, code):
     assert proc.returncode == code, out.decode()
     assert b"interrupted" in out
     time.sleep(0.5)
-    assert not leftovers(log_dir)
+    assert not processes_of(log_dir)
 
 
 def test_ctrl_c_between_start_and_wait_still_tears_the_job_down(tmp_path):
@@ -133,7 +133,7 @@ print("result", result.reason, result.exit_code, flush=True)
     res = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120)
     assert "result interrupted 130" in res.stdout, res.stdout + res.stderr
     time.sleep(0.5)
-    assert not leftovers(log_dir)
+    assert not processes_of(log_dir)
 
 
 def test_the_rendezvous_port_is_held_by_the_launcher_for_the_whole_job(tmp_path):

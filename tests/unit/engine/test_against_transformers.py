@@ -90,8 +90,8 @@ def test_half_precision_close_to_reference(tmp_path, dtype, tol):
     model_dir = make_checkpoint(tmp_path / "half", dtype=dtype)
     ref = load_reference(model_dir, dtype=torch.float32)
     llm = LLM(model_dir, num_kv_blocks=32)
-    assert llm.config.dtype == dtype                     # "auto" takes the checkpoint's torch_dtype
-    assert next(llm.engine.model.parameters()).dtype == dtype
+    assert llm.model_config.dtype == dtype                     # "auto" takes the checkpoint's torch_dtype
+    assert next(llm.engine.runner.model.parameters()).dtype == dtype
     out = llm.generate(PROMPTS[0], SamplingParams(max_tokens=1, return_context_logits=True))[0]
     with torch.no_grad():
         expected = ref(torch.tensor([PROMPTS[0]])).logits[0]

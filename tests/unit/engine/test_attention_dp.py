@@ -7,6 +7,7 @@ from ranks import eval_on_ranks
 
 from trtx.cli.eval.evaluate import RankJobError, evaluate
 from trtx.cli.eval.models import MODELS_DIR
+from trtx.engine.engine_config import EngineConfig
 
 MODEL = MODELS_DIR / "tiny-arith"
 DATA = MODEL / "eval.jsonl"
@@ -18,7 +19,7 @@ pytestmark = pytest.mark.timeout(600)
 
 @pytest.fixture(scope="module")
 def single_rank():
-    return {(k, n): evaluate(MODEL, DATA, mtp_nextn=k, max_samples=n)[0] for k in (0, 2) for n in (1, SAMPLES)}
+    return {(k, n): evaluate(EngineConfig(MODEL, mtp_nextn=k), DATA, n)[0] for k in (0, 2) for n in (1, SAMPLES)}
 
 
 @pytest.fixture(autouse=True)
@@ -27,8 +28,8 @@ def detector_on(monkeypatch):
 
 
 def run_ranks(tmp_path, ranks, nextn, samples, max_num_seqs=64):
-    return eval_on_ranks(tmp_path, ranks, 1, JOB_TIMEOUT_S, adp=True, mtp_nextn=nextn, max_samples=samples,
-                         max_num_seqs=max_num_seqs)
+    return eval_on_ranks(tmp_path, JOB_TIMEOUT_S, samples, tensor_parallel_size=ranks, attention_dp=True,
+                         mtp_nextn=nextn, max_num_seqs=max_num_seqs)
 
 
 def same_tokens(a, b):
@@ -45,11 +46,11 @@ def test_one_request_on_many_ranks(tmp_path, single_rank, ranks, nextn):
     forward's collectives with dummy forwards, and all return the one output."""
     got = run_ranks(tmp_path, ranks, nextn, 1)
     assert same_tokens(got, single_rank[nextn, 1])
-    served = [r["requests_served"] for r in got.ranks]
+    served = [r.requests_served for r in got.ranks]
     assert sorted(served) == [0] * (ranks - 1) + [1]
     for r in got.ranks:
-        if r["requests_served"] == 0:
-            assert len(r["idle_iterations"]) == r["iterations"] > 0
+        if r.requests_served == 0:
+            assert len(r.idle_iterations) == r.iterations > 0
 
 
 @pytest.mark.parametrize("ranks,nextn", CASES, ids=IDS)
@@ -62,12 +63,12 @@ def test_a_dry_rank_with_all_rank_statistics(tmp_path, single_rank, monkeypatch,
     if nextn:
         assert got.spec == single_rank[nextn, SAMPLES].spec
     for r in got.ranks:
-        assert r["stats_from_ranks"] == list(range(ranks))
-        assert r["requests_served"] > 0
+        assert r.stats_from_ranks == list(range(ranks))
+        assert r.requests_served > 0
     spell = set(range(1, DRY_ITERATIONS + 1))
     for r in got.ranks:
-        idle_in_spell = spell & set(r["idle_iterations"])
-        assert idle_in_spell == (spell if r["rank"] == 1 else set()), f"rank {r['rank']}"
+        idle_in_spell = spell & set(r.idle_iterations)
+        assert idle_in_spell == (spell if r.rank == 1 else set()), f"rank {r['rank']}"
 
 
 def test_a_gather_reached_by_some_ranks_only_is_caught_by_the_detector(tmp_path, monkeypatch):
@@ -79,5 +80,5 @@ def test_a_gather_reached_by_some_ranks_only_is_caught_by_the_detector(tmp_path,
     launch = err.value.launch
     text = " ".join(launch.ranks[launch.first_failure].traceback().split())
     assert "CollectiveDesync" in text and "a collective behind a per-rank condition" in text
-    sites = {line.split(" at ")[1] for line in text.split("rank ")[1:] if " at engine_core.py:" in line}
+    sites = {line.split(" at ")[1] for line in text.split("rank ")[1:] if " at attention_dp.py:" in line}
     assert len(sites) >= 2, text

@@ -5,7 +5,7 @@ import sys
 from pathlib import Path
 
 import pytest
-from ranks import leftovers
+from trtx.cli.launch.launcher import processes_of
 
 from trtx.cli.launch.launcher import Launch
 
@@ -16,7 +16,7 @@ pytestmark = pytest.mark.timeout(180)
 def run(tmp_path, mode, timeout_s):
     logs = (tmp_path / "logs").resolve()
     result = Launch(3, [sys.executable, str(JOB), mode], timeout_s, logs).run()
-    assert not leftovers(logs)
+    assert not processes_of(logs)
     return result
 
 

@@ -24,7 +24,7 @@ def test_a_split_the_model_cannot_take(tp, pp, adp, message):
     with pytest.raises(ConfigError, match=message):
         check_layout(ModelConfig.from_dir(MODEL), tp, pp, adp)
     with pytest.raises(ConfigError, match=message):      # refused before any process group exists
-        LLM(MODEL, tensor_parallel_size=tp, pipeline_parallel_size=pp, enable_attention_dp=adp)
+        LLM(MODEL, tensor_parallel_size=tp, pipeline_parallel_size=pp, attention_dp=adp)
 
 
 def test_mtp_options_the_model_cannot_take():

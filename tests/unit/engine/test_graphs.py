@@ -12,6 +12,7 @@ from trtx.cli.eval.models import MODELS_DIR
 from trtx.engine import LLM
 from trtx.engine.kv_cache import NULL_BLOCK
 from trtx.engine.prepare import Padding, SeqChunk
+from trtx.engine.engine_config import EngineConfig
 
 MODEL = MODELS_DIR / "tiny-arith"
 DATA = MODEL / "eval.jsonl"
@@ -34,13 +35,13 @@ def decode_chunks(llm, lengths):
 
 
 def test_graphs_are_captured_for_every_warmed_up_decode_size(llm):
-    assert sorted(llm.engine.graphs.graphs) == [1, 2, 4, 8]
+    assert sorted(llm.engine.runner.graphs.graphs) == [1, 2, 4, 8]
     assert [name for name, verdict in llm.warmup_report if verdict == "ran"][:4] == ["decode-8", "decode-4",
                                                                                      "decode-2", "decode-1"]
 
 
 def test_a_padded_batch_keeps_every_real_sequence_s_inputs(llm):
-    runner, graphs = llm.engine.runner, llm.engine.graphs
+    runner, graphs = llm.engine.runner, llm.engine.runner.graphs
     chunks = decode_chunks(llm, [40, 17, 90])
     plain = runner.prepare(chunks)
     padded = runner.prepare(chunks, pad=Padding(4, 1, graphs.blocks))
@@ -62,7 +63,7 @@ def test_a_padded_batch_keeps_every_real_sequence_s_inputs(llm):
 
 
 def test_a_replay_refreshes_every_static_buffer_and_matches_eager(llm):
-    runner, graphs = llm.engine.runner, llm.engine.graphs
+    runner, graphs = llm.engine.runner, llm.engine.runner.graphs
     graphs.replay(decode_chunks(llm, [40, 17, 90]), 4)           # fills three rows of graph-4
     chunks = decode_chunks(llm, [25])
     hidden, last = graphs.replay(chunks, 4)                      # now one: rows 1-3 must be padding again
@@ -77,18 +78,18 @@ def test_a_replay_refreshes_every_static_buffer_and_matches_eager(llm):
 
 @pytest.mark.parametrize("nextn", [0, 2])
 def test_graphs_generate_the_eager_tokens(nextn):
-    eager, _ = evaluate(MODEL, DATA, mtp_nextn=nextn, max_samples=SAMPLES, max_num_seqs=8)
-    graphs, _ = evaluate(MODEL, DATA, mtp_nextn=nextn, max_samples=SAMPLES, max_num_seqs=8, graphs=True)
+    eager, _ = evaluate(EngineConfig(MODEL, mtp_nextn=nextn, max_num_seqs=8), DATA, SAMPLES)
+    graphs, _ = evaluate(EngineConfig(MODEL, mtp_nextn=nextn, max_num_seqs=8, decode_graphs=True), DATA, SAMPLES)
     assert [s["token_ids"] for s in graphs.samples] == [s["token_ids"] for s in eager.samples]
     assert graphs.spec == eager.spec
-    forwards = graphs.ranks[0]["forwards"]
+    forwards = graphs.ranks[0].forwards
     assert forwards["eager"] > 0                                   # prefills
     assert len([kind for kind in forwards if kind.startswith("graph-")]) >= 2, forwards
 
 
 def run_adp(tmp_path, ranks, nextn, samples):
-    return eval_on_ranks(tmp_path, ranks, 1, 240, adp=True, graphs=True, mtp_nextn=nextn, max_samples=samples,
-                         max_num_seqs=2)
+    return eval_on_ranks(tmp_path, 240, samples, tensor_parallel_size=ranks, attention_dp=True, decode_graphs=True,
+                         mtp_nextn=nextn, max_num_seqs=2)
 
 
 @pytest.mark.parametrize("ranks,nextn", [(2, 0), (4, 2)], ids=["adp2-mtp_nextn=0", "adp4-mtp_nextn=2"])
@@ -97,11 +98,11 @@ def test_attention_dp_ranks_agree_on_graph_and_padded_size(tmp_path, monkeypatch
     or prefill; every rank must take the same graph, or eager, every forward."""
     monkeypatch.setenv("TRTX_CHECK_COLLECTIVES", "1")
     monkeypatch.setenv("TRTX_FAULTS", "idle_rank@1:30")
-    single, _ = evaluate(MODEL, DATA, mtp_nextn=nextn, max_samples=SAMPLES)
+    single, _ = evaluate(EngineConfig(MODEL, mtp_nextn=nextn), DATA, SAMPLES)
     got = run_adp(tmp_path, ranks, nextn, SAMPLES)
     assert [s["token_ids"] for s in got.samples] == [s["token_ids"] for s in single.samples]
     assert got.spec == single.spec
-    forwards = [r["forwards"] for r in got.ranks]
+    forwards = [r.forwards for r in got.ranks]
     assert all(f == forwards[0] for f in forwards), forwards
     assert forwards[0].get("graph-1", 0) > 0 and forwards[0].get("graph-2", 0) > 0 and forwards[0]["eager"] > 0
 

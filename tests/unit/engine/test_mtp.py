@@ -25,9 +25,9 @@ def test_mtp_module_matches_the_training_definition(ckpt):
     t = training_script()
 
     llm = LLM(ckpt, mtp_nextn=1, device="cpu")
-    cfg = dict(t.CONFIG, **{k: llm.config.__dict__[k] for k in ("hidden_size", "intermediate_size",
+    cfg = dict(t.CONFIG, **{k: llm.model_config.__dict__[k] for k in ("hidden_size", "intermediate_size",
                "num_hidden_layers", "num_attention_heads", "num_key_value_heads", "head_dim")})
-    ref = t.TrainModel(cfg, llm.config.vocab_size)
+    ref = t.TrainModel(cfg, llm.model_config.vocab_size)
     ref.load_state_dict(load_file(str(ckpt / "model.safetensors")))
     ids = llm.tokenizer.encode("Kim has 14 cards. She drops 14. How many?\n14-14=0.")
     with torch.no_grad():
@@ -38,9 +38,9 @@ def test_mtp_module_matches_the_training_definition(ckpt):
     table = engine.blocks.tables[0]
     inputs = engine.runner.prepare([SeqChunk(ids, 0, table)])
     hidden = engine.runner.forward(inputs)
-    torch.testing.assert_close(engine.model.compute_logits(hidden), base_ref, atol=1e-4, rtol=1e-4)
-    out, _ = engine.drafter.forward([SeqChunk(ids[1:], 0, table)], hidden, [list(range(len(ids) - 1))])
-    torch.testing.assert_close(engine.model.compute_logits(out), mtp_ref, atol=1e-4, rtol=1e-4)
+    torch.testing.assert_close(engine.runner.model.compute_logits(hidden), base_ref, atol=1e-4, rtol=1e-4)
+    out, _ = engine.runner.drafter.forward([SeqChunk(ids[1:], 0, table)], hidden, [list(range(len(ids) - 1))])
+    torch.testing.assert_close(engine.runner.model.compute_logits(out), mtp_ref, atol=1e-4, rtol=1e-4)
 
 
 @pytest.mark.parametrize("nextn", [1, 2, 3])
@@ -126,7 +126,7 @@ def test_speculative_sampling_matches_the_model_distribution(ckpt):
     ids = llm.tokenizer.encode(prompt)
     n = 3000
     outs = llm.generate([ids] * n, [SamplingParams(seed=i, **sp_args) for i in range(n)])
-    seconds = torch.zeros(llm.config.vocab_size)
+    seconds = torch.zeros(llm.model_config.vocab_size)
     for o in outs:
         seconds[o.outputs[0].token_ids[1]] += 1
     assert sum(o.spec.accepted for o in outs) > 0          # some drafts were accepted

@@ -8,7 +8,8 @@ from pathlib import Path
 import pytest
 import torch
 from checkpoints import make_checkpoint
-from ranks import eval_on_ranks, leftovers, prompts_of
+from ranks import eval_on_ranks, prompts_of
+from trtx.cli.launch.launcher import processes_of
 from safetensors import safe_open
 
 from trtx.cli.eval.evaluate import RankJobError, evaluate, evaluate_on_ranks
@@ -16,6 +17,7 @@ from trtx.cli.eval.models import MODELS_DIR
 from trtx.cli.launch.launcher import Launch
 from trtx.engine import LLM, SamplingParams
 from trtx.engine.parallel import RankMapping, head_shard, stage_layers
+from trtx.engine.engine_config import EngineConfig
 
 MODEL = MODELS_DIR / "tiny-arith"
 DATA = MODEL / "eval.jsonl"
@@ -63,7 +65,7 @@ def test_head_splits_that_cannot_work_are_refused(heads, kv, tp, message):
 
 def test_a_bad_split_is_refused_before_any_rank_starts(tmp_path):
     with pytest.raises(ValueError, match="tp size 3"):
-        evaluate_on_ranks(MODEL, DATA, 3, 1, 60, tmp_path)
+        evaluate_on_ranks(EngineConfig(MODEL, tensor_parallel_size=3), DATA, 60, tmp_path)
     assert not (tmp_path / "launcher.log").exists()
     with pytest.raises(ValueError, match="needs 4 ranks, but this job has 1"):
         LLM(MODEL, tensor_parallel_size=2, pipeline_parallel_size=2)
@@ -72,12 +74,12 @@ def test_a_bad_split_is_refused_before_any_rank_starts(tmp_path):
 # ---- real multi-rank jobs --------------------------------------------------------------------
 
 def run_ranks(tmp_path, tp, pp, **options):
-    return eval_on_ranks(tmp_path, tp, pp, JOB_TIMEOUT_S, max_samples=SAMPLES, **options)
+    return eval_on_ranks(tmp_path, JOB_TIMEOUT_S, SAMPLES, tensor_parallel_size=tp, pipeline_parallel_size=pp, **options)
 
 
 @pytest.fixture(scope="module")
 def single_rank():
-    return {k: evaluate(MODEL, DATA, mtp_nextn=k, max_samples=SAMPLES)[0] for k in (0, 1, 2)}
+    return {k: evaluate(EngineConfig(MODEL, mtp_nextn=k), DATA, SAMPLES)[0] for k in (0, 1, 2)}
 
 
 # Every configuration with and without MTP; nextn 1 too where MTP meets pipeline stages.
@@ -93,7 +95,7 @@ def test_outputs_match_a_single_rank(tmp_path, single_rank, config, nextn):
     assert abs(got.accuracy - ref.accuracy) <= 100 * len(differ) / SAMPLES
     if nextn:
         assert abs(got.spec["acceptance_rate"] - ref.spec["acceptance_rate"]) <= 0.02
-    assert [r["rank"] for r in got.ranks] == list(range(tp * pp))
+    assert [r.rank for r in got.ranks] == list(range(tp * pp))
 
 
 def checkpoint_bytes(names):
@@ -108,18 +110,18 @@ def test_mtp_weights_live_on_the_last_stage_only(tmp_path, pp):
     got = run_ranks(tmp_path, 1, pp, mtp_nextn=2)
     mtp = "model.layers.4."
     for info in got.ranks:
-        last = info["pp_rank"] == pp - 1
-        held = {n for n in info["tensors"] if n.startswith(mtp)}
-        assert info["mtp_module"] == last
+        last = info.pp_rank == pp - 1
+        held = {n for n in info.tensors if n.startswith(mtp)}
+        assert info.mtp_module == last
         if last:
             assert held >= {mtp + t for t in ("enorm.weight", "hnorm.weight", "eh_proj.weight",
                                               "shared_head.norm.weight", "self_attn.q_proj.weight")}, \
                 f"rank {info['rank']} (last stage) lacks MTP weights: {sorted(held)}"
         else:
             assert not held, f"rank {info['rank']} holds MTP weights it never uses: {sorted(held)}"
-        layers = {int(n.split(".")[2]) for n in info["tensors"] if n.startswith("model.layers.")}
-        assert layers == set(info["layers"]) | ({4} if last else set())
-        assert info["parameter_bytes"] == checkpoint_bytes(info["tensors"])
+        layers = {int(n.split(".")[2]) for n in info.tensors if n.startswith("model.layers.")}
+        assert layers == set(info.layers) | ({4} if last else set())
+        assert info.parameter_bytes == checkpoint_bytes(info.tensors)
 
 
 def test_dropped_mtp_weights_on_the_last_stage_stop_the_job_with_a_clear_error(tmp_path, monkeypatch):
@@ -138,7 +140,7 @@ def context_logits_on_ranks(tmp_path, model, tp, pp):
     job = Path(__file__).parents[2] / "jobs" / "logits_job.py"
     result = Launch(tp * pp, [sys.executable, str(job), str(model), str(tp), str(pp), str(out)],
                     JOB_TIMEOUT_S, logs).run()
-    assert not leftovers(logs)
+    assert not processes_of(logs)
     assert result.exit_code == 0, result.summary()
     # Groups destroyed while the engine still held them kept gloo's threads alive into the
     # interpreter's exit, where one needing the GIL aborted its rank ("terminate called without

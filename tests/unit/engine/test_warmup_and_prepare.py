@@ -52,8 +52,9 @@ def test_capture_and_runtime_paths_prepare_the_same_metadata(llm):
 
 @pytest.mark.parametrize("hook,field", [("tokens", "input_ids"), ("decode_attention", "decode"),
                                         ("prefill_attention", "prefills")])
-def test_a_hook_dropped_on_the_capture_path_is_reported(llm, monkeypatch, hook, field):
-    monkeypatch.setenv("TRTX_FAULTS", f"drop_prepare_hook:{hook}")
+def test_a_hook_dropped_on_the_capture_path_is_reported(monkeypatch, hook, field):
+    monkeypatch.setenv("TRTX_FAULTS", f"drop_prepare_hook:{hook}")     # read once, when the LLM is built
+    llm = LLM(MODEL, max_num_seqs=8)
     chunks = mixed_chunks(llm)
     with pytest.raises(MetadataError, match=f"capture path: metadata {field}.* not prepared \\(hook {hook} did not run"):
         llm.engine.runner.prepare(chunks, "capture")
@@ -70,13 +71,13 @@ def test_warmup_runs_every_shape_through_the_capture_path(monkeypatch):
 
 
 def run_ranks(tmp_path, **options):
-    return eval_on_ranks(tmp_path, 2, 2, 240, max_samples=8, warmup=True, **options)
+    return eval_on_ranks(tmp_path, 240, 8, tensor_parallel_size=2, pipeline_parallel_size=2, warmup=True, **options)
 
 
 def test_one_rank_of_four_out_of_memory_in_warmup_makes_every_rank_skip_the_shape(tmp_path, monkeypatch):
     monkeypatch.setenv("TRTX_FAULTS", "warmup_oom@2:decode-8")
     got = run_ranks(tmp_path)
-    reports = [r["warmup"] for r in got.ranks]
+    reports = [r.warmup for r in got.ranks]
     assert all(rep == reports[0] for rep in reports)
     skipped = [name for name, what in reports[0] if what != "ran"]
     assert skipped == ["decode-8"] and "rank 2 (reports out of memory" in dict(reports[0])["decode-8"]
@@ -88,7 +89,7 @@ def test_one_rank_of_four_out_of_memory_in_warmup_makes_every_rank_skip_the_shap
 def test_or_every_rank_stops_with_one_clear_error(tmp_path, monkeypatch):
     monkeypatch.setenv("TRTX_FAULTS", "warmup_oom@2:decode-8")
     with pytest.raises(RankJobError) as err:
-        run_ranks(tmp_path, warmup_oom="stop")
+        run_ranks(tmp_path, on_warmup_oom="stop")
     launch = err.value.launch
     assert launch.reason == "failed"
     text = " ".join(launch.ranks[launch.first_failure].traceback().split())
