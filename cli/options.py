@@ -82,7 +82,7 @@ def engine_options(command):
             continue
         names = ["--" + f.name.replace("_", "-"), *meta["flags"], f.name]
         if meta["kind"] is bool:
-            command = click.option(*names, is_flag=True, help=meta["help"])(command)
+            command = click.option(*names, is_flag=True, default=f.default, help=meta["help"])(command)
             continue
         kind = click.Choice(meta["choices"]) if meta["choices"] else \
             click.IntRange(meta["low"], meta["high"]) if meta["kind"] is int else str
