@@ -27,7 +27,7 @@ def main():
             llms = {graphs: LLM(model_dir, mtp_nextn=k, max_num_seqs=batch, warmup=True, decode_graphs=graphs)
                     for graphs in (False, True)}
             best, outs = take_turns(llms, prompts, batch, args.repeat)
-            forwards = llms[True].engine.forwards                   # every generate's, warmup's included
+            forwards = llms[True].engine.runner.forwards                   # every generate's, warmup's included
             replayed = 1 - forwards["eager"] / sum(forwards.values())
             tokens = sum(len(o.outputs[0].token_ids) for o in outs[False])
             eager, graph = tokens / best[False], tokens / best[True]

@@ -10,6 +10,7 @@ MTP needs an MTP module) are checked here too, before any rank starts.
 from __future__ import annotations
 
 import dataclasses
+import numbers
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -75,14 +76,23 @@ class EngineConfig:
             object.__setattr__(self, name, value)
 
         put("model", str(self.model))
-        if isinstance(self.dtype, torch.dtype):
-            put("dtype", str(self.dtype).removeprefix("torch."))
+        for f in options():
+            value = getattr(self, f.name)
+            if isinstance(value, numbers.Integral) and not isinstance(value, bool) and f.metadata["kind"] is int:
+                value = int(value)                      # numpy integers and the like
+            _check(f, value)
+            put(f.name, value)
+        if self.dtype != "auto":                        # one spelling: float32, bfloat16 or float16
+            put("dtype", str(parse_dtype(self.dtype)).removeprefix("torch."))
         if self.device is not None:
-            put("device", str(self.device))
+            try:
+                put("device", str(torch.device(self.device)))
+            except (RuntimeError, TypeError) as e:
+                raise ConfigError(f"device {self.device!r} is not a torch device ({e})") from None
         if isinstance(self.faults, str):
             put("faults", Faults.parse(self.faults))
-        for f in options():
-            _check(f, getattr(self, f.name))
+        elif not isinstance(self.faults, Faults):
+            raise ConfigError(f"faults must be a TRTX_FAULTS string, got {self.faults!r}")
         if not Path(self.model).is_dir():
             raise FileNotFoundError(f"model directory {self.model} does not exist")
         model_config = ModelConfig.from_dir(self.model)
@@ -90,10 +100,12 @@ class EngineConfig:
             model_config.dtype = parse_dtype(self.dtype)
         put("model_config", model_config)
         tp, pp = self.tensor_parallel_size, self.pipeline_parallel_size
-        put("attention_dp", self.attention_dp and tp > 1)      # one rank has no one to share with
-        put("warmup", self.warmup or self.decode_graphs)        # graphs are captured during warmup
         if self.decode_graphs and pp > 1:
             raise ConfigError("decode graphs need pp 1 (pipeline stages exchange micro-batches between forwards)")
+        if self.attention_dp and pp > 1:
+            raise ConfigError("attention data parallelism runs on one pipeline stage (pp 1)")
+        put("attention_dp", self.attention_dp and tp > 1)      # one rank has no one to share with
+        put("warmup", self.warmup or self.decode_graphs)        # graphs are captured during warmup
         check_layout(model_config, tp, pp, self.attention_dp)
         if self.mtp_nextn and model_config.num_nextn_predict_layers != 1:
             raise ConfigError(f"mtp_nextn={self.mtp_nextn} needs a checkpoint with one MTP module "
@@ -143,10 +155,12 @@ def _check(f: dataclasses.Field, value) -> None:
         if meta["low"] is not None and value < meta["low"] or meta["high"] is not None and value > meta["high"]:
             bounds = f"between {meta['low']} and {meta['high']}" if meta["high"] is not None else f">= {meta['low']}"
             raise ConfigError(f"{name} must be {bounds}, got {value}")
+    elif name == "dtype":
+        if value != "auto":
+            parse_dtype(value)           # aliases (bf16, torch.float16, ...) are fine; anything else raises
+    elif name == "device":
+        return                           # anything torch.device takes (checked where it is normalised)
     elif not isinstance(value, kind):
         raise ConfigError(f"{name} must be a {kind.__name__}, got {value!r}")
     elif meta["choices"] is not None and value not in meta["choices"]:
-        if name == "dtype":
-            parse_dtype(value)           # aliases (bf16, fp16, ...) are fine; anything else raises
-        else:
-            raise ConfigError(f"{name} must be one of {', '.join(meta['choices'])}, got {value!r}")
+        raise ConfigError(f"{name} must be one of {', '.join(meta['choices'])}, got {value!r}")

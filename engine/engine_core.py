@@ -97,9 +97,9 @@ class EngineCore:
             update = self.scheduler.update_from_output(out)
             drafts = self.runner.draft(update.draft_jobs, out)
             if pp > 1:
-                share_decisions(self.parallel, nextn, sched, out, drafts)
+                share_decisions(self.parallel, nextn, sched, out, update.draft_jobs, drafts)
         else:
-            drafts = share_decisions(self.parallel, nextn, sched, out, None)
+            drafts = share_decisions(self.parallel, nextn, sched, out)
             update = self.scheduler.update_from_output(out)
         self.scheduler.set_drafts(update.draft_jobs, drafts)
         return update.finished

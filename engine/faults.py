@@ -1,6 +1,6 @@
 """Fault injection: switches that re-create, on purpose, the bugs the engine's invariants guard
 against, so that tests (and users checking their CI) can see each one caught or survived. All off
-unless named in the TRTX_FAULTS environment variable, which every rank inherits:
+unless named in the TRTX_FAULTS environment variable:
 
     TRTX_FAULTS="name[@RANK][:ARG],..."        @RANK: only on that global rank (default: all)
 
@@ -26,8 +26,10 @@ unless named in the TRTX_FAULTS environment variable, which every rank inherits:
                              in its memory (the production bug behind invariant 4 had one rank
                              skip it alone): every rank must skip it, or all stop, by option.
 
-The variable is read and parsed once, when the engine's configuration is built (EngineConfig);
-the parsed `Faults` travel with the configuration to every part that acts on one.
+The variable is read and parsed once, when the engine's configuration is built (EngineConfig):
+in each rank's process for `LLM(...)` on ranks, in the `trtx eval` process for its ranks, which
+receive it with the rest of the configuration. The parsed `Faults` travel with the configuration
+to every part that acts on one.
 """
 from __future__ import annotations
 
@@ -50,8 +52,13 @@ class Fault:
 @dataclass(frozen=True)
 class Faults:
     """The faults switched on for a job: parsed once from a TRTX_FAULTS value."""
-    spec: str = ""
     items: tuple[Fault, ...] = ()
+
+    @property
+    def spec(self) -> str:
+        """The TRTX_FAULTS value that parses to these faults."""
+        return ",".join(f.name + (f"@{f.rank}" if f.rank is not None else "") + (f":{f.arg}" if f.arg else "")
+                        for f in self.items)
 
     @classmethod
     def parse(cls, spec: str) -> "Faults":
@@ -67,7 +74,7 @@ class Faults:
             if rank and not rank.isdigit():
                 raise ConfigError(f"TRTX_FAULTS: {item!r}: expected NAME@RANK with a rank number")
             items[name] = Fault(name, int(rank) if rank else None, arg or None)
-        return cls(spec, tuple(items.values()))
+        return cls(tuple(items.values()))
 
     @classmethod
     def from_env(cls) -> "Faults":

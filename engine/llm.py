@@ -24,13 +24,11 @@ class LLM:
     """A model loaded for generation: `LLM(model, **options)`.
 
     model: a directory with an HF-style checkpoint (config.json, *.safetensors, tokenizer.json).
-    options: the engine options of EngineConfig (engine/engine_config.py), each with its help:
-    tensor_parallel_size / pipeline_parallel_size (every rank of a job started by `trtx launch
-    -n N` constructs the LLM and calls generate with the same prompts, and every rank gets the
-    outputs), attention_dp, mtp_nextn (outputs then carry acceptance counts, `.spec`), dtype,
-    max_num_seqs, max_num_tokens, block_size, num_kv_blocks, kv_cache_memory, device,
-    gather_iteration_stats, warmup, on_warmup_oom, warmup_memory_budget, decode_graphs.
-    An unknown option is a TypeError; a bad value or layout a ConfigError, before anything loads.
+    options: the engine options, each declared (with its help, default and range) in EngineConfig
+    (engine/engine_config.py). Under tensor_parallel_size x pipeline_parallel_size > 1 every rank
+    of a job started by `trtx launch -n N` constructs the LLM and calls generate with the same
+    prompts, and every rank gets the outputs. An unknown option is a TypeError; a bad value or
+    layout a ConfigError, before anything loads.
     """
 
     def __init__(self, model: str | Path, **options):

@@ -4,7 +4,8 @@ execution on them.
 `execute(scheduler_output)` turns the scheduled requests into chunks, runs the forward (pipeline
 micro-batches, or a captured graph, or eager; under attention DP after the ranks agreed on graph
 or eager), gathers the context logits asked for, and on the last stage verifies the drafts and
-chooses each sampling request's new tokens. It reads request state but never changes it: the
+chooses each sampling request's new tokens. It reads request state and changes none of it (but
+for a sampling request's random generator, which verification and drafting draw from): the
 scheduler commits the result (Scheduler.update_from_output). `draft(jobs, output)` then runs the
 MTP module for the next step. Warmup asks the runner for its shapes' memory and forwards.
 """

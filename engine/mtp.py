@@ -56,7 +56,7 @@ class MtpDrafter:
     """Runs the MTP module: a batched catch-up pass whose last position of each request gives
     draft 1, then one single-token pass per further draft, the module reused and fed its own
     post-norm output. (One module, as DeepSeek-V3 ships: a module k > 1 would need its own
-    catch-up on drafted tokens, which this engine does not do; EngineCore refuses such checkpoints.)"""
+    catch-up on drafted tokens, which this engine does not do; EngineConfig refuses such checkpoints.)"""
 
     def __init__(self, module: MtpModule, kv_cache: torch.Tensor, base: LlamaForCausalLM, runner):
         self.module, self.kv_cache, self.base, self.runner = module, kv_cache, base, runner

@@ -4,7 +4,7 @@ the process groups and collectives that join the shares.
 Ranks are laid out tensor-parallel first: rank = pp_rank * tp_size + tp_rank, so the tp_size ranks
 of one pipeline stage are neighbours (on a GPU node, one NVLink island). Under tp/pp every rank
 runs the same engine loop with the same scheduler state (SPMD); the last stage samples, and what
-it decided reaches the other stages through one broadcast a step (see EngineCore). Under
+it decided reaches the other stages through one broadcast a step (engine/pipeline.py). Under
 attention DP the tp group's ranks each serve their own requests instead (AttentionDataParallel).
 """
 from __future__ import annotations

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import torch
 
-from .outputs import Drafts, ModelRunnerOutput, SchedulerOutput
+from .outputs import DraftJob, Drafts, ModelRunnerOutput, SchedulerOutput
 from .parallel import Parallel, split_evenly
 from .prepare import SeqChunk
 
@@ -43,21 +43,24 @@ def pipelined_forward(runner, parallel: Parallel, chunks: list[SeqChunk],
 
 
 def share_decisions(parallel: Parallel, nextn: int, sched: SchedulerOutput, out: ModelRunnerOutput,
-                    drafts: Drafts | None) -> Drafts:
+                    jobs: list[DraftJob] | None = None, drafts: Drafts | None = None) -> Drafts:
     """One broadcast from the last stage: per scheduled request, its new tokens (if it sampled)
-    and its drafts. A fixed-width int64 row each, [n_new, new..., n_drafts, drafts...], so the
-    receivers know the shape without a second message. The last stage passes its drafts; the
-    others pass None and get the new tokens written into `out` and the drafts returned."""
+    and its drafts (if it has a draft job). A fixed-width int64 row each, [n_new, new...,
+    n_drafts, drafts...], -1 where there is none, so the receivers know the shape without a
+    second message. The last stage passes its draft jobs and drafts; the others pass neither and
+    get the new tokens written into `out` and the drafts returned."""
     width = 2 * nextn + 3
     table = torch.full((len(sched), width), -1, dtype=torch.long)
     sending = drafts is not None
     if sending:
+        row_of = {r.req.request_id: i for i, r in enumerate(out.results)}
         for i, r in enumerate(out.results):
             if r.samples:
                 assert len(r.new_token_ids) == r.num_accepted + 1 <= nextn + 1
                 table[i, :1 + len(r.new_token_ids)] = torch.tensor([len(r.new_token_ids), *r.new_token_ids])
-            tokens = drafts.get(r.req.request_id, ([], []))[0]
-            table[i, nextn + 2:nextn + 3 + len(tokens)] = torch.tensor([len(tokens), *tokens])
+        for job in jobs:
+            tokens = drafts.get(job.req.request_id, ([], []))[0]
+            table[row_of[job.req.request_id], nextn + 2:nextn + 3 + len(tokens)] = torch.tensor([len(tokens), *tokens])
     table = parallel.broadcast_from_last_stage(table.to(parallel.device)).cpu()
     if sending:
         return drafts
