@@ -3,16 +3,21 @@
 VENV ?= .venv
 PY := $(VENV)/bin/python
 
-.PHONY: run test unit bench bench-mtp bench-parallel bench-graphs
+.PHONY: run test unit functional bench bench-mtp bench-parallel bench-graphs
 # The main job: the l0_cpu test list (accuracy and acceptance gates on CPU ranks).
 run: $(VENV)/.setup-test
 	$(VENV)/bin/trtx run l0_cpu --results results/l0_cpu
 
-# What CI runs: the unit tests, then the l0_cpu list.
-test: unit run
+# What CI runs: every tier, quickest first: the unit tests, the functional tests, then the l0_cpu list.
+test: $(VENV)/.setup-test unit functional run
 
+# The quick tier: tests that start no process.
 unit: $(VENV)/.setup-test
-	$(PY) -m pytest
+	$(PY) -m pytest tests/unit
+
+# Tests that start processes: trtx commands, pytest children, mpirun jobs (marked multirank).
+functional: $(VENV)/.setup-test
+	$(PY) -m pytest tests/functional
 
 bench: $(VENV)/.setup-test
 	$(PY) benchmarks/bench_generate.py

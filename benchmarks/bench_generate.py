@@ -17,6 +17,7 @@ best time of each is kept, so a noisy neighbour on a shared machine hurts both a
 from __future__ import annotations
 
 import argparse
+import importlib.util
 import random
 import sys
 import tempfile
@@ -25,7 +26,16 @@ from pathlib import Path
 
 import torch
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
+CHECKPOINTS = Path(__file__).resolve().parents[1] / "tests" / "helpers" / "checkpoints.py"
+
+
+def checkpoints():
+    """tests/helpers/checkpoints.py (random checkpoints written by transformers), loaded by its path."""
+    spec = importlib.util.spec_from_file_location("bench_checkpoints", CHECKPOINTS)
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module           # as an import would (dataclasses look it up there)
+    spec.loader.exec_module(module)
+    return module
 
 
 def timed(fn):
@@ -69,7 +79,8 @@ def main():
     ap.add_argument("--repeat", type=int, default=3)
     args = ap.parse_args()
 
-    from checkpoints import load_reference, make_checkpoint
+    helpers = checkpoints()
+    load_reference, make_checkpoint = helpers.load_reference, helpers.make_checkpoint
     from trtx.engine import LLM, SamplingParams
 
     tmp = None

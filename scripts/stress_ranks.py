@@ -16,6 +16,8 @@ a failure for any other non-zero exit. Logs of runs that did not end cleanly are
 from __future__ import annotations
 
 import argparse
+import importlib.util
+import json
 import multiprocessing
 import os
 import shutil
@@ -39,18 +41,30 @@ def hog(stop):
         sum(i * i for i in range(10_000))
 
 
+def test_helper(name: str):
+    """tests/helpers/NAME.py, loaded by its path (tests/ is a package of the repository, not installed)."""
+    spec = importlib.util.spec_from_file_location(f"stress_{name}", ROOT / "tests" / "helpers" / f"{name}.py")
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module           # as an import would (dataclasses look it up there)
+    spec.loader.exec_module(module)
+    return module
+
+
 def bias_checkpoints(work: Path) -> dict[str, Path]:
-    sys.path.insert(0, str(ROOT / "tests"))
-    from checkpoints import make_checkpoint
-    return {"tp2-bias": make_checkpoint(work / "qwen2", "qwen2"),
-            "tp4-bias": make_checkpoint(work / "llama", "llama", attention_bias=True, mlp_bias=True)}
+    """The two random bias checkpoints, and the prompts their logits job runs (PROMPTS.json)."""
+    make_checkpoint = test_helper("checkpoints").make_checkpoint
+    checkpoints = {"tp2-bias": make_checkpoint(work / "qwen2", "qwen2"),
+                   "tp4-bias": make_checkpoint(work / "llama", "llama", attention_bias=True, mlp_bias=True)}
+    (work / "prompts.json").write_text(json.dumps(test_helper("engine").prompts_of(checkpoints["tp2-bias"], 8)))
+    return checkpoints
 
 
 def command(job: str, logs: Path, checkpoints: dict[str, Path], work: Path) -> list[str]:
     if job in ("tp2-bias", "tp4-bias"):
         n = job[2]
         return [TRTX, "launch", "-n", n, "--quiet", "--timeout", "300", "--log-dir", str(logs), "--",
-                sys.executable, LOGITS_JOB, str(checkpoints[job]), n, "1", str(work / "logits.pt")]
+                sys.executable, LOGITS_JOB, str(checkpoints[job]), n, "1", str(work / "logits.pt"),
+                str(work / "prompts.json")]
     if job == "eval-tp4":
         return [TRTX, "eval", "--tp", "4", "--max-samples", "8", "--timeout", "300", "--log-dir", str(logs)]
     return [TRTX, "launch", "-n", "4", "--quiet", "--timeout", "300", "--log-dir", str(logs), "--",

@@ -18,6 +18,7 @@ shared lm_head, and predicts token i+k+1.
 from __future__ import annotations
 
 import argparse
+import importlib.util
 import json
 import math
 import random
@@ -31,8 +32,18 @@ import torch.nn.functional as F
 from safetensors.torch import save_file
 from tokenizers import Tokenizer, decoders, models, pre_tokenizers
 
-sys.path.insert(0, str(Path(__file__).parent))
-from arith_tasks import make_problems  # noqa: E402
+
+def _sibling(name: str):
+    """scripts/NAME.py, loaded by its path: this script is also loaded by path (tests/helpers/
+    checkpoints.py), where its folder is not on the import path."""
+    spec = importlib.util.spec_from_file_location(name, Path(__file__).with_name(f"{name}.py"))
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module           # as an import would (dataclasses look it up there)
+    spec.loader.exec_module(module)
+    return module
+
+
+make_problems = _sibling("arith_tasks").make_problems
 
 SPECIALS = ["<pad>", "<s>", "</s>"]
 CHARS = list("\n !\"'()*+,-./0123456789:;=?ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz")

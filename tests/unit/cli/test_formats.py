@@ -11,7 +11,7 @@ from trtx.cli.lists.testdb import load_testdb
 from trtx.cli.lists.testline import TestRef
 from trtx.cli.lists.waives import WaiveFile, hygiene, parse_line
 
-FIXTURE = Path(__file__).parent / "fixture_tree"
+FIXTURE = Path(__file__).parents[2] / "functional" / "cli" / "fixture_tree"    # read here, run there
 CPU = {"system_gpu_count": 0, "linux_distribution_name": "debian"}
 B200x4 = {"system_gpu_count": 4, "gpu": "B200", "linux_distribution_name": "debian", "stage": "pre_merge"}
 

@@ -55,7 +55,7 @@ def test_gate_result_applies_both_gates_with_the_entry_statistics(tmp_path):
     path = tmp_path / "refs.yaml"
     path.write_text(REFS)
     ref = load_reference(path, "m", {"spec_dec_algo": "MTP", "mtp_nextn": 2})
-    result = EvalResult(model="m", dataset="d", n=100, correct=75, accuracy=75.0, mtp_nextn=2, generated_tokens=1,
+    result = EvalResult(model="m", dataset="d", engine={"mtp_nextn": 2}, n=100, correct=75, accuracy=75.0, generated_tokens=1,
                         seconds=1.0, tokens_per_s=1.0, spec={"acceptance_rate": 0.60})
     gates, report = gate_result(result, ref)
     assert gates[0].sigma == 40 and gates[0].passed                 # 79 - 1.645 * sqrt(2*1600/100) = 69.7

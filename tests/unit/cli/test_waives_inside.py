@@ -1,43 +1,10 @@
-"""Waives that name tests inside a test-db entry (a file, folder or class), or a container around
-it, applied to each collected test: through the real `trtx` console script, over the fixture tree."""
-import shutil
-
+"""Which waives apply to a test-db entry (a file, folder or class, or one test): those inside it and
+the containers around it, most specific first (lists/waives.py, in this process)."""
 import pytest
-from test_run import FIXTURE, outcomes, trtx
 
 from trtx.cli.lists.waives import waives_for
 from trtx.cli.lists.testline import parse_ref
 from trtx.cli.lists.waives import parse_line
-
-FILE = "suite/test_waived_inside.py"
-
-
-def _args(tree, *extra):
-    return ["--testdb", tree / "test-db", "--waives-file", tree / "waives-inside.txt", *extra]
-
-
-def test_waives_inside_a_file_entry_apply_to_its_tests(tmp_path):
-    tree = tmp_path / "t"
-    shutil.copytree(FIXTURE, tree)
-    res = trtx("run", "fx_inside", *_args(tree, "--test-root", tree / "tests", "--results", tmp_path / "r"))
-    assert res.returncode == 0, res.stdout + res.stderr              # nothing unwaived failed
-    got = {k.removeprefix(FILE + "::"): v for k, v in outcomes(tmp_path / "r").items()}
-    # The whole file's SKIP is for another platform (full:NO_SUCH_PLATFORM/): no test takes it.
-    assert {k: (v["outcome"], v["waive"]) for k, v in got.items()} == {
-        "test_size[small]": ("xpassed", "UNSTABLE (https://bugs.example/20)"),   # its function's waive
-        "test_size[large]": ("skipped", "SKIP (https://bugs.example/21)"),       # its own: the most specific
-        "TestKnownBug::test_still_broken": ("xfailed", "XFAIL (https://bugs.example/22)"),
-        "TestKnownBug::test_fixed_meanwhile": ("xpassed", "XFAIL (https://bugs.example/22)"),
-        "test_plain": ("passed", None),
-        "test_timeout_from_waive": ("passed", None)}
-    assert got["test_timeout_from_waive"]["metrics"]["timeout"] == 180            # TIMEOUT (3): its own limit
-    assert "**total** 6 (4 waived)" in trtx("report", tmp_path / "r", "--format", "markdown").stdout
-
-
-def test_list_markers_counts_the_waives_inside_an_entry():
-    res = trtx("list", "fx_inside", "--markers", *_args(FIXTURE))
-    assert res.returncode == 0, res.stderr
-    assert res.stdout.splitlines() == [f"{FILE}  waived inside: 4"]
 
 
 def _waives(*lines):

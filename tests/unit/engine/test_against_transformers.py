@@ -6,7 +6,7 @@ identical for a batch of prompts of different lengths that run together in one b
 import pytest
 import torch
 
-from checkpoints import load_reference, make_checkpoint
+from tests.helpers.checkpoints import load_reference, make_checkpoint
 from trtx.engine import LLM, SamplingParams
 
 VARIANTS = {

@@ -5,7 +5,7 @@ import pytest
 import torch
 from safetensors.torch import load_file, save_file
 
-from checkpoints import make_checkpoint
+from tests.helpers.checkpoints import make_checkpoint
 from trtx.engine import LLM
 from trtx.engine.checkpoint import CheckpointError
 from trtx.engine.config import ConfigError, ModelConfig

@@ -2,7 +2,7 @@
 the CLI reports in one line without a traceback."""
 import pytest
 
-from trtx.cli.eval.models import MODELS_DIR
+from tests.helpers.engine import MODELS_DIR
 from trtx.engine import LLM
 from trtx.engine.checkpoint import CheckpointError
 from trtx.engine.config import ModelConfig

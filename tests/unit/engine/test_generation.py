@@ -4,7 +4,7 @@ import json
 import pytest
 import torch
 
-from checkpoints import make_checkpoint
+from tests.helpers.checkpoints import make_checkpoint
 from trtx.engine import LLM, SamplingParams
 from trtx.engine.kv_cache import BlockManager
 from trtx.engine.request import Request

@@ -5,8 +5,8 @@ import math
 
 import pytest
 import torch
-from checkpoints import make_mtp_checkpoint, training_script
 
+from tests.helpers.checkpoints import make_mtp_checkpoint, training_script
 from trtx.engine import LLM, SamplingParams
 from trtx.engine.prepare import SeqChunk
 from trtx.engine.speculative import SpecStats, verify

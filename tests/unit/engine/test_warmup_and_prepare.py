@@ -1,12 +1,11 @@
-"""Invariants 3 and 4: the capture path (batches synthesised for warmup or graph capture) prepares
-exactly the runtime path's metadata, a hook missing from it is reported; and warmup decisions are
-taken by all ranks together, even when one rank of four cannot fit a shape."""
+"""Invariant 3: the capture path (batches synthesised for warmup or graph capture) prepares exactly
+the runtime path's metadata, a hook missing from it is reported, and warmup runs every shape through
+it. (Invariant 4, warmup decisions taken by all ranks together on real ranks:
+tests/functional/ranks/test_warmup_and_prepare.py.)"""
 import pytest
 import torch
-from ranks import eval_on_ranks
 
-from trtx.cli.eval.evaluate import RankJobError
-from trtx.cli.eval.models import MODELS_DIR
+from tests.helpers.engine import MODELS_DIR
 from trtx.engine import LLM
 from trtx.engine.prepare import HOOKS, MetadataError, SeqChunk
 
@@ -68,29 +67,3 @@ def test_warmup_runs_every_shape_through_the_capture_path(monkeypatch):
     monkeypatch.setenv("TRTX_FAULTS", "drop_prepare_hook:decode_attention")
     with pytest.raises(MetadataError, match="capture path"):
         LLM(MODEL, max_num_seqs=8, warmup=True)
-
-
-def run_ranks(tmp_path, **options):
-    return eval_on_ranks(tmp_path, 240, 8, tensor_parallel_size=2, pipeline_parallel_size=2, warmup=True, **options)
-
-
-def test_one_rank_of_four_out_of_memory_in_warmup_makes_every_rank_skip_the_shape(tmp_path, monkeypatch):
-    monkeypatch.setenv("TRTX_FAULTS", "warmup_oom@2:decode-8")
-    got = run_ranks(tmp_path)
-    reports = [r.warmup for r in got.ranks]
-    assert all(rep == reports[0] for rep in reports)
-    skipped = [name for name, what in reports[0] if what != "ran"]
-    assert skipped == ["decode-8"] and "rank 2 (reports out of memory" in dict(reports[0])["decode-8"]
-    for r in range(4):
-        log = (tmp_path / "logs" / f"rank-{r}.log").read_text()
-        assert "warmup shape decode-8 does not fit on rank 2" in log and "every rank skips it" in log
-
-
-def test_or_every_rank_stops_with_one_clear_error(tmp_path, monkeypatch):
-    monkeypatch.setenv("TRTX_FAULTS", "warmup_oom@2:decode-8")
-    with pytest.raises(RankJobError) as err:
-        run_ranks(tmp_path, on_warmup_oom="stop")
-    launch = err.value.launch
-    assert launch.reason == "failed"
-    text = " ".join(launch.ranks[launch.first_failure].traceback().split())
-    assert "WarmupError: warmup shape decode-8 does not fit on rank 2" in text and "every rank stops" in text

@@ -3,8 +3,8 @@ model, under the uneven loads that broke production engines: one request on four
 kept dry for many iterations while the others are busy, and every rank's statistics gathered every
 iteration. Outputs must equal a single rank's, and every job must end within its timeout."""
 import pytest
-from ranks import eval_on_ranks
 
+from tests.helpers.ranks import eval_on_ranks
 from trtx.cli.eval.evaluate import RankJobError, evaluate
 from trtx.cli.eval.models import MODELS_DIR
 from trtx.engine.engine_config import EngineConfig
@@ -14,7 +14,7 @@ DATA = MODEL / "eval.jsonl"
 SAMPLES = 32
 DRY_ITERATIONS = 30
 JOB_TIMEOUT_S = 240
-pytestmark = pytest.mark.timeout(600)
+pytestmark = [pytest.mark.timeout(600), pytest.mark.multirank]
 
 
 @pytest.fixture(scope="module")
@@ -68,7 +68,7 @@ def test_a_dry_rank_with_all_rank_statistics(tmp_path, single_rank, monkeypatch,
     spell = set(range(1, DRY_ITERATIONS + 1))
     for r in got.ranks:
         idle_in_spell = spell & set(r.idle_iterations)
-        assert idle_in_spell == (spell if r.rank == 1 else set()), f"rank {r['rank']}"
+        assert idle_in_spell == (spell if r.rank == 1 else set()), f"rank {r.rank}"
 
 
 def test_a_gather_reached_by_some_ranks_only_is_caught_by_the_detector(tmp_path, monkeypatch):

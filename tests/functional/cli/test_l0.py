@@ -56,6 +56,7 @@ def run_regression(tmp_path, name, waives):
     return res, finished(results)
 
 
+@pytest.mark.multirank
 def test_an_engine_fault_turns_its_test_red_and_a_waive_turns_the_run_green(tmp_path):
     waives = tmp_path / "waives.txt"
     shutil.copy(REPO / "waives" / "waives.txt", waives)
@@ -72,6 +73,7 @@ def test_an_engine_fault_turns_its_test_red_and_a_waive_turns_the_run_green(tmp_
     assert res.returncode == 1 and [e["outcome"] for e in finish] == ["failed"]
 
 
+@pytest.mark.multirank
 def test_a_desynchronised_gather_turns_the_attention_dp_regression_red(tmp_path):
     results = tmp_path / "results"
     res = trtx("run", "l0_cpu", "-k", "test_adp_dry_rank_with_all_rank_stats_joins_every_collective",

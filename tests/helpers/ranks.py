@@ -1,4 +1,8 @@
-"""Helpers for tests that start real multi-rank jobs."""
+"""Helpers for tests that start real multi-rank jobs. Those jobs run through the harness's launcher
+(trtx.cli), so only functional tests use this module, never the engine's unit tests."""
+from pathlib import Path
+
+JOBS = Path(__file__).resolve().parents[1] / "jobs"      # the programs these tests run on every rank
 
 
 def eval_on_ranks(tmp_path, timeout_s: float, max_samples: int | None = None, **engine):
@@ -15,15 +19,3 @@ def eval_on_ranks(tmp_path, timeout_s: float, max_samples: int | None = None, **
         return evaluate_on_ranks(EngineConfig(model, **engine), model / "eval.jsonl", timeout_s, logs, max_samples)
     finally:
         assert not processes_of(logs), "processes of the job were left running"
-
-
-PROMPTS = ["The quick brown fox jumps over the lazy dog.", "Ann has 3 coins; Tom has 14.", "x" * 40, "42+17=", "Hi"]
-
-
-def prompts_of(model_dir, n: int) -> list[str]:
-    """The first n prompts of the model's eval set, or fixed text for a checkpoint without one."""
-    from pathlib import Path
-
-    from trtx.cli.eval.evalset import load_problems
-    path = Path(model_dir) / "eval.jsonl"
-    return [p["prompt"] for p in load_problems(path, n)] if path.exists() else PROMPTS[:n]

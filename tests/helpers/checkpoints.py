@@ -1,23 +1,28 @@
 """Small random checkpoints written by `transformers`, the reference the engine is tested against."""
 from __future__ import annotations
 
+import functools
+import importlib.util
 import json
 import string
+import sys
 from pathlib import Path
 
 import torch
 
 CHARS = string.ascii_letters + string.digits + string.punctuation + " \n"   # printable ASCII
+TRAINING_SCRIPT = Path(__file__).resolve().parents[2] / "scripts" / "train_tiny_model.py"
 
 
+@functools.cache
 def training_script():
-    """scripts/train_tiny_model.py as a module: it defines the bundled model's kind of checkpoint."""
-    import sys
-    scripts = str(Path(__file__).resolve().parents[1] / "scripts")
-    if scripts not in sys.path:
-        sys.path.insert(0, scripts)
-    import train_tiny_model
-    return train_tiny_model
+    """scripts/train_tiny_model.py as a module, loaded by its path (scripts/ is no package): it
+    defines the bundled model's kind of checkpoint."""
+    spec = importlib.util.spec_from_file_location("train_tiny_model", TRAINING_SCRIPT)
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module           # as an import would (dataclasses look it up there)
+    spec.loader.exec_module(module)
+    return module
 
 
 def write_char_tokenizer(model_dir: Path) -> None:

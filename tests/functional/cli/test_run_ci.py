@@ -11,7 +11,8 @@ import xml.etree.ElementTree as ET
 
 import psutil
 import pytest
-from test_run import FIXTURE, TRTX, _args, wait_for_start
+
+from .test_run import FIXTURE, TRTX, _args, wait_for_start
 
 GATED = "suite/test_ci.py::test_gated_metrics_are_logged_against_their_thresholds_on_the_same_line_as_the_id"
 BELOW = "suite/test_ci.py::test_below_threshold"

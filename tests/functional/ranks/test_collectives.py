@@ -2,15 +2,14 @@
 caught on every rank, naming each rank's collective and call site; without the detector the same
 job does not end cleanly."""
 import sys
-from pathlib import Path
 
 import pytest
-from trtx.cli.launch.launcher import processes_of
 
-from trtx.cli.launch.launcher import Launch
+from tests.helpers.ranks import JOBS
+from trtx.cli.launch.launcher import Launch, processes_of
 
-JOB = Path(__file__).parents[2] / "jobs" / "desync_job.py"
-pytestmark = pytest.mark.timeout(180)
+JOB = JOBS / "desync_job.py"
+pytestmark = [pytest.mark.timeout(180), pytest.mark.multirank]
 
 
 def run(tmp_path, mode, timeout_s):

@@ -1,4 +1,6 @@
-"""The installed `trtx` console script answers --help and --version."""
+"""The installed `trtx` console script answers --help and --version, installs only namespaced
+import names, and runs `trtx launch` with one-line errors, temporary logs and timeouts with units
+(the 1-rank mpirun jobs are marked multirank)."""
 import os
 import re
 import shutil
@@ -6,6 +8,8 @@ import subprocess
 import sys
 from importlib.metadata import version
 from pathlib import Path
+
+import pytest
 
 
 def _trtx(*args, env=None):
@@ -40,6 +44,7 @@ def test_launch_refuses_zero_ranks_in_one_line():
     assert "Error: Invalid value for '-n': 0 is not in the range x>=1." in res.stderr
 
 
+@pytest.mark.multirank
 def test_launch_removes_its_temporary_logs_only_when_the_job_succeeds(tmp_path):
     tmp = dict(os.environ, TMPDIR=str(tmp_path))
     res = _trtx("launch", "-n", "1", "--quiet", "--", sys.executable, "-c", "print('hi')", env=tmp)
@@ -59,6 +64,7 @@ def test_every_timeout_takes_units_and_help_says_what_a_bare_number_is():
     assert res.returncode == 2 and "Error: Invalid value for '--timeout': 'ten' is not a duration" in res.stderr
 
 
+@pytest.mark.multirank
 def test_launch_timeout_in_minutes_ends_the_job(tmp_path):
     res = _trtx("launch", "-n", "1", "--quiet", "--log-dir", str(tmp_path), "--timeout", "0.05m", "--",
                 sys.executable, "-c", "import time; time.sleep(50)")

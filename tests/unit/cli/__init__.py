@@ -1,0 +1,1 @@
+"""cli/ in this process: formats, gates, options, and commands that start nothing."""

@@ -1,0 +1,1 @@
+"""The bundled model, tiny-arith, as the harness relies on it."""
