@@ -119,11 +119,15 @@ def test_ctrl_c_and_sigterm_end_every_rank(tmp_path, how, code):
 
 def test_ctrl_c_between_start_and_wait_still_tears_the_job_down(tmp_path):
     """A signal that lands after the ranks started but before the launcher watches them (the
-    caller is still loading what it needs) is held back, then handled like any Ctrl-C."""
+    caller is still loading what it needs) is held back, then handled like any Ctrl-C. The caller
+    takes Ctrl-C as every trtx command does (take_stop_signals): a pytest started in the background
+    by a script hands its children SIGINT ignored, and the signal would be ignored."""
     log_dir = (tmp_path / "logs").resolve()
     script = f"""
 import os, signal, sys, time
 from trtx.cli.launch.launcher import Launch
+from trtx.cli.main import take_stop_signals
+take_stop_signals()
 job = Launch(4, [sys.executable, {JOB!r}, "sleep"], 120, {str(log_dir)!r})
 job.start()
 os.kill(os.getpid(), signal.SIGINT)
