@@ -102,11 +102,9 @@ class EngineConfig:
         tp, pp = self.tensor_parallel_size, self.pipeline_parallel_size
         if self.decode_graphs and pp > 1:
             raise ConfigError("decode graphs need pp 1 (pipeline stages exchange micro-batches between forwards)")
-        if self.attention_dp and pp > 1:
-            raise ConfigError("attention data parallelism runs on one pipeline stage (pp 1)")
+        check_layout(model_config, tp, pp, self.attention_dp)   # attention DP as asked: it needs pp 1
         put("attention_dp", self.attention_dp and tp > 1)      # one rank has no one to share with
         put("warmup", self.warmup or self.decode_graphs)        # graphs are captured during warmup
-        check_layout(model_config, tp, pp, self.attention_dp)
         if self.mtp_nextn and model_config.num_nextn_predict_layers != 1:
             raise ConfigError(f"mtp_nextn={self.mtp_nextn} needs a checkpoint with one MTP module "
                               f"(num_nextn_predict_layers=1 in config.json); this one has "
