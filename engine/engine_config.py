@@ -13,7 +13,7 @@ import dataclasses
 import numbers
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 import torch
 
@@ -24,12 +24,26 @@ from .parallel import check_layout
 
 
 def option(default: Any, help: str, *, kind: type | None = None, low: int | None = None, high: int | None = None,
-           choices: tuple[str, ...] | None = None, flags: tuple[str, ...] | None = ()) -> Any:
+           choices: tuple[str, ...] | None = None, flags: tuple[str, ...] | None = (),
+           normalise: Callable[[Any], Any] | None = None) -> Any:
     """An engine option: its default, help, type (that of the default unless given: an option
-    whose default is None may also be None), range (low..high) or choices, and its command-line
-    flags besides --the-field-name (flags=None: not a command-line option)."""
+    whose default is None may also be None), range (low..high) or choices, its command-line flags
+    besides --the-field-name (flags=None: not a command-line option), and the function that gives
+    a value its one spelling (raising ConfigError for one it cannot take) before it is checked."""
     return field(default=default, metadata={"help": help, "kind": kind or type(default), "low": low, "high": high,
-                                            "choices": choices, "flags": flags})
+                                            "choices": choices, "flags": flags, "normalise": normalise})
+
+
+def _dtype_name(value) -> str:
+    """auto, or the canonical name of any spelling parse_dtype takes (bf16, torch.float16, ...)."""
+    return value if value == "auto" else str(parse_dtype(value)).removeprefix("torch.")
+
+
+def _device_name(value) -> str:
+    try:
+        return str(torch.device(value))
+    except (RuntimeError, TypeError) as e:
+        raise ConfigError(f"device {value!r} is not a torch device ({e})") from None
 
 
 @dataclass(frozen=True)
@@ -47,7 +61,8 @@ class EngineConfig:
         0, "Draft this many tokens per step with the model's MTP module and verify them in one forward "
            "(0: no speculation).", low=0, high=8)
     dtype: str = option("auto", "Weights and activations: auto (the checkpoint's torch_dtype), float32, bfloat16 "
-                                "or float16.", choices=("auto", "float32", "bfloat16", "float16"))
+                                "or float16.", choices=("auto", "float32", "bfloat16", "float16"),
+                    normalise=_dtype_name)
     max_num_seqs: int = option(64, "Requests in flight at once (the batch size).", low=1)
     max_num_tokens: int = option(2048, "Tokens one step may compute (prefill chunks and decodes together).", low=1)
     block_size: int = option(16, "Tokens per KV cache block.", low=1, flags=None)
@@ -56,7 +71,7 @@ class EngineConfig:
     kv_cache_memory: int | None = option(None, "KV cache size in bytes (default: a share of free memory).",
                                          kind=int, low=1, flags=None)
     device: str | None = option(None, "torch device of every rank (default: one GPU per rank, else CPU).",
-                                kind=str, flags=None)
+                                kind=str, flags=None, normalise=_device_name)
     gather_iteration_stats: bool = option(
         False, "Attention DP: every rank collects every rank's per-iteration statistics.", flags=None)
     warmup: bool = option(False, "Run every batch shape once before serving (shapes agreed by all ranks).")
@@ -77,18 +92,13 @@ class EngineConfig:
 
         put("model", str(self.model))
         for f in options():
-            value = getattr(self, f.name)
+            value, normalise = getattr(self, f.name), f.metadata["normalise"]
+            if value is not None and normalise is not None:
+                value = normalise(value)
             if isinstance(value, numbers.Integral) and not isinstance(value, bool) and f.metadata["kind"] is int:
                 value = int(value)                      # numpy integers and the like
             _check(f, value)
             put(f.name, value)
-        if self.dtype != "auto":                        # one spelling: float32, bfloat16 or float16
-            put("dtype", str(parse_dtype(self.dtype)).removeprefix("torch."))
-        if self.device is not None:
-            try:
-                put("device", str(torch.device(self.device)))
-            except (RuntimeError, TypeError) as e:
-                raise ConfigError(f"device {self.device!r} is not a torch device ({e})") from None
         if isinstance(self.faults, str):
             put("faults", Faults.parse(self.faults))
         elif not isinstance(self.faults, Faults):
@@ -153,11 +163,6 @@ def _check(f: dataclasses.Field, value) -> None:
         if meta["low"] is not None and value < meta["low"] or meta["high"] is not None and value > meta["high"]:
             bounds = f"between {meta['low']} and {meta['high']}" if meta["high"] is not None else f">= {meta['low']}"
             raise ConfigError(f"{name} must be {bounds}, got {value}")
-    elif name == "dtype":
-        if value != "auto":
-            parse_dtype(value)           # aliases (bf16, torch.float16, ...) are fine; anything else raises
-    elif name == "device":
-        return                           # anything torch.device takes (checked where it is normalised)
     elif not isinstance(value, kind):
         raise ConfigError(f"{name} must be a {kind.__name__}, got {value!r}")
     elif meta["choices"] is not None and value not in meta["choices"]:
