@@ -26,10 +26,7 @@ def main():
         base = tokens / best[args.nextn[0]]
         for k in args.nextn:
             rate = tokens / best[k]
-            stats = SpecStats()
-            for o in outs[k]:
-                if o.spec:
-                    stats.merge(o.spec)
+            stats = SpecStats.total(o.spec for o in outs[k])
             same = [o.outputs[0].token_ids for o in outs[k]] == [o.outputs[0].token_ids for o in outs[args.nextn[0]]]
             print(f"{batch:>5} {k:>5} {rate:>8.0f} {rate / base:>7.2f}x {stats.mean_acceptance_length:>10.2f} "
                   f"{stats.acceptance_rate:>11.3f}  {same}")

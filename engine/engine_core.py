@@ -33,8 +33,9 @@ class EngineCore:
         self.mapping, self.model_config = parallel.mapping, config.model_config
         self.max_model_len = self.model_config.max_position_embeddings
         self.runner = ModelRunner(config, parallel)
+        group = parallel.attention_dp_group
         num_blocks = self.runner.num_kv_blocks()
-        if parallel.attention_dp_group is None:
+        if group is None:
             # Every rank runs the same scheduler over the same block tables: the smallest cache wins.
             num_blocks = parallel.agree_min(num_blocks)
         self.blocks = BlockManager(num_blocks, config.block_size)
@@ -42,7 +43,6 @@ class EngineCore:
         self.scheduler = Scheduler(self.blocks, config.max_num_seqs, config.max_num_tokens, self.max_model_len,
                                    eos_token_ids=self.model_config.eos_token_ids, tokenizer=tokenizer,
                                    mtp_nextn=config.mtp_nextn)
-        group = parallel.attention_dp_group
         self.dp = AttentionDpCoordinator(group, self.mapping, config.faults, config.gather_iteration_stats) \
             if group is not None else None
         self.num_steps = 0

@@ -37,6 +37,15 @@ class SpecStats:
         for i in range(num_accepted):
             self.accepted_at[i] += 1
 
+    @classmethod
+    def total(cls, stats) -> "SpecStats":
+        """The sum of several requests' counts (each output's `.spec`; None ones are skipped)."""
+        out = cls()
+        for s in stats:
+            if s is not None:
+                out.merge(s)
+        return out
+
     def merge(self, other: "SpecStats") -> None:
         self.steps += other.steps
         self.proposed += other.proposed

@@ -62,20 +62,18 @@ def evaluate(config: EngineConfig, dataset: Path, max_samples: int | None = None
     t0, steps0 = time.perf_counter(), llm.engine.num_steps
     outs = llm.generate([p["prompt"] for p in problems], SamplingParams(max_tokens=max_tokens))
     seconds, steps = time.perf_counter() - t0, llm.engine.num_steps - steps0
-    spec = SpecStats()
     samples, correct, tokens = [], 0, 0
     for p, o in zip(problems, outs):
         ok = grade(o.outputs[0].text, p["answer"])
         correct += ok
         tokens += len(o.outputs[0].token_ids)
-        if o.spec is not None:
-            spec.merge(o.spec)
         samples.append({"prompt": p["prompt"], "answer": p["answer"], "output": o.outputs[0].text,
                         "token_ids": o.outputs[0].token_ids, "correct": ok})
+    spec = SpecStats.total(o.spec for o in outs).as_dict() if config.mtp_nextn else None
     result = EvalResult(model=config.model, dataset=str(dataset), engine=config.as_dict(), n=len(problems),
                         correct=correct, accuracy=100.0 * correct / len(problems), generated_tokens=tokens,
                         seconds=seconds, tokens_per_s=tokens / seconds, steps=steps,
-                        spec=spec.as_dict() if config.mtp_nextn else None, ranks=[llm.rank_info()], samples=samples)
+                        spec=spec, ranks=[llm.rank_info()], samples=samples)
     return result, llm
 
 

@@ -50,9 +50,5 @@ def run_eval(config, n: int, max_tokens: int = 96) -> EvalRun:
 
     llm = LLM.from_config(config)
     outs = llm.generate(prompts_of(config.model, n), SamplingParams(max_tokens=max_tokens))
-    spec = SpecStats()
-    for o in outs:
-        if o.spec is not None:
-            spec.merge(o.spec)
-    return EvalRun(samples=[{"token_ids": o.outputs[0].token_ids} for o in outs],
-                   spec=spec.as_dict() if config.mtp_nextn else None, ranks=[llm.rank_info()])
+    spec = SpecStats.total(o.spec for o in outs).as_dict() if config.mtp_nextn else None
+    return EvalRun(samples=[{"token_ids": o.outputs[0].token_ids} for o in outs], spec=spec, ranks=[llm.rank_info()])
