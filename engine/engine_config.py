@@ -13,14 +13,16 @@ import dataclasses
 import numbers
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable
+from typing import TYPE_CHECKING, Any, Callable
 
-import torch
-
-from .config import ModelConfig, parse_dtype
 from .errors import ConfigError
 from .faults import Faults
-from .parallel import check_layout
+
+if TYPE_CHECKING:
+    from .config import ModelConfig
+
+# torch (and the modules that need it) load when a configuration is built, not when this module is
+# imported: `trtx --help` and `trtx eval --help` read the options' declarations alone.
 
 
 def option(default: Any, help: str, *, kind: type | None = None, low: int | None = None, high: int | None = None,
@@ -36,10 +38,12 @@ def option(default: Any, help: str, *, kind: type | None = None, low: int | None
 
 def _dtype_name(value) -> str:
     """auto, or the canonical name of any spelling parse_dtype takes (bf16, torch.float16, ...)."""
+    from .config import parse_dtype
     return value if value == "auto" else str(parse_dtype(value)).removeprefix("torch.")
 
 
 def _device_name(value) -> str:
+    import torch
     try:
         return str(torch.device(value))
     except (RuntimeError, TypeError) as e:
@@ -105,6 +109,8 @@ class EngineConfig:
             raise ConfigError(f"faults must be a TRTX_FAULTS string, got {self.faults!r}")
         if not Path(self.model).is_dir():
             raise FileNotFoundError(f"model directory {self.model} does not exist")
+        from .config import ModelConfig, parse_dtype
+        from .parallel import check_layout
         model_config = ModelConfig.from_dir(self.model)
         if self.dtype != "auto":
             model_config.dtype = parse_dtype(self.dtype)

@@ -29,6 +29,15 @@ def test_help_explains_the_tool():
     assert "regression harness" in res.stdout and "Usage: trtx" in res.stdout
 
 
+def test_help_and_the_engine_options_load_without_torch():
+    """trtx eval's options are EngineConfig's fields; reading them (trtx --help, trtx eval --help)
+    must not import torch, which takes seconds: it loads when a configuration is built."""
+    code = ("import sys; from trtx.cli.main import cli; from trtx.engine.engine_config import options; "
+            "cli.get_command(None, 'eval'); options(); print('torch' in sys.modules)")
+    res = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    assert res.stdout.strip() == "False", res.stdout + res.stderr
+
+
 def test_import_names_are_namespaced(tmp_path):
     """trtx.cli and trtx.engine import from anywhere; no bare `engine` or `cli` is installed."""
     def run(code):
