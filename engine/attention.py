@@ -1,10 +1,16 @@
 """Grouped-query attention over a paged KV cache.
 
 The model runs on a flat batch: the scheduled tokens of every sequence side by side, [T, ...],
-decode sequences (one new token each) first, then prefill chunks. Each layer writes the new keys
-and values into their cache slots, then attends in two parts:
-  decode   one batched SDPA call, [S, Q] queries (Q = 1, or 1 + the drafts being verified)
-           against every sequence's cached keys, gathered from the block tables, masked by position;
+decode sequences (Q new tokens each: 1 when decoding, 1 + K when verifying K drafts) first, then
+prefill chunks. Each layer writes the new keys and values into their cache slots, then attends in
+two parts:
+  decode   one call for every decode sequence, reading its keys through its block table up to
+           its length (seq_lens); two backends, chosen once per rank (device.attention_backend):
+             triton  a split-KV flash-decoding kernel (engine/triton_decode.py): its cost follows
+                     the real lengths, and nothing in it depends on a length's shape, so one
+                     captured CUDA graph serves every length up to the model's;
+             sdpa    the keys gathered into a dense tensor and one masked SDPA call (CPU; on CUDA
+                     only where Triton is missing, padded to the tables' width in a graph);
   prefill  one SDPA call per chunk, its queries against its own cached prefix plus itself, causal.
 Splitting them keeps a long prompt from padding every decode sequence to its length.
 """
@@ -18,11 +24,10 @@ from torch.nn import functional as F
 
 @dataclass
 class DecodeMeta:
-    block_tables: torch.Tensor           # [S, blocks], padded with the null block
-    mask: torch.Tensor                   # [S, 1, Q, Kmax]: key at or before the query's position
-    window_mask: torch.Tensor | None     # the same, limited to the sliding window
-    max_kv_len: int
+    block_tables: torch.Tensor           # [S, W] block ids, padded with the null block
+    seq_lens: torch.Tensor               # [S] keys of each sequence after this step (its Q tokens included)
     q_len: int                           # Q: query tokens per sequence
+    masked: bool                         # False: every query sees every key (same lengths, Q 1, no window cut)
 
 
 @dataclass
@@ -44,6 +49,8 @@ class AttentionMetadata:
     num_decodes: int                     # the first num_decodes rows are decode tokens (S * Q)
     decode: DecodeMeta | None
     prefills: list[PrefillMeta]
+    window: int | None = None            # the sliding window of the layers that slide
+    backend: str = "sdpa"                # decode attention: "triton" or "sdpa"
 
 
 def paged_attention(q: torch.Tensor, kv: torch.Tensor, kv_cache: torch.Tensor, meta: AttentionMetadata,
@@ -54,24 +61,52 @@ def paged_attention(q: torch.Tensor, kv: torch.Tensor, kv_cache: torch.Tensor, m
     kv_heads = kv.shape[1] // 2
     flat_cache = kv_cache.view(-1, 2 * kv_heads, head_dim)
     flat_cache.index_copy_(0, meta.slot_mapping, kv)
-    gqa = kv_heads != num_heads
+    window = meta.window if sliding else None
     parts = []
     if meta.decode is not None:
-        d, n = meta.decode, meta.num_decodes
-        seqs = n // d.q_len
-        keys, values = _gather(kv_cache, d.block_tables.view(-1), seqs, d.max_kv_len, kv_heads)
-        out = F.scaled_dot_product_attention(
-            q[:n].view(seqs, d.q_len, num_heads, head_dim).transpose(1, 2), keys, values,
-            attn_mask=d.window_mask if sliding else d.mask, enable_gqa=gqa)       # [S, H, Q, Dh]
-        parts.append(out.transpose(1, 2).reshape(n, num_heads * head_dim))
+        n = meta.num_decodes
+        decode = _triton_decode if meta.backend == "triton" else _sdpa_decode
+        parts.append(decode(q[:n], kv_cache, meta.decode, window).reshape(n, num_heads * head_dim))
     for p in meta.prefills:
         keys, values = _gather(kv_cache, p.blocks, 1, p.kv_len, kv_heads)
         mask = p.window_mask if sliding else p.mask
         out = F.scaled_dot_product_attention(
             q[p.start:p.end].transpose(0, 1).unsqueeze(0), keys, values,
-            attn_mask=mask, is_causal=mask is None, enable_gqa=gqa)                # [1, H, n, Dh]
+            attn_mask=mask, is_causal=mask is None, enable_gqa=kv_heads != num_heads)   # [1, H, n, Dh]
         parts.append(out[0].transpose(0, 1).reshape(p.end - p.start, num_heads * head_dim))
     return parts[0] if len(parts) == 1 else torch.cat(parts)
+
+
+def _triton_decode(q: torch.Tensor, kv_cache: torch.Tensor, d: DecodeMeta, window: int | None) -> torch.Tensor:
+    from .triton_decode import num_splits_for, paged_decode_attention   # triton: only where it runs
+    splits = num_splits_for(d.block_tables.shape[0], kv_cache.shape[2] // 2, q.device)
+    return paged_decode_attention(q, kv_cache, d.block_tables, d.seq_lens, d.q_len, q.shape[-1] ** -0.5,
+                                  window=window, num_splits=splits)
+
+
+def _sdpa_decode(q: torch.Tensor, kv_cache: torch.Tensor, d: DecodeMeta, window: int | None) -> torch.Tensor:
+    """The reference path: every sequence's keys gathered up to the batch's longest, one masked
+    SDPA call. On CPU the longest length is read from seq_lens (no graph needs it static); on CUDA
+    (a graph may be capturing) the keys span the block tables' width."""
+    seqs, q_len, (num_heads, head_dim) = d.block_tables.shape[0], d.q_len, q.shape[1:]
+    kv_heads, block_size = kv_cache.shape[2] // 2, kv_cache.shape[1]
+    if d.seq_lens.device.type == "cpu":
+        kv_len, exact = int(d.seq_lens.max()), True
+    else:
+        kv_len, exact = d.block_tables.shape[1] * block_size, False
+    width = -(-kv_len // block_size)
+    keys, values = _gather(kv_cache, d.block_tables[:, :width].reshape(-1), seqs, kv_len, kv_heads)
+    mask = None
+    if d.masked or not exact:     # keys past the shortest length, or a window, or a verify chunk
+        q_pos = d.seq_lens[:, None, None] - q_len + torch.arange(q_len, device=q.device)[None, :, None]
+        k_pos = torch.arange(kv_len, device=q.device)
+        mask = k_pos <= q_pos                                                            # [S, Q, K]
+        if window:
+            mask &= k_pos > q_pos - window
+        mask = mask[:, None]                                                             # over heads
+    out = F.scaled_dot_product_attention(q.view(seqs, q_len, num_heads, head_dim).transpose(1, 2), keys, values,
+                                         attn_mask=mask, enable_gqa=kv_heads != num_heads)   # [S, H, Q, Dh]
+    return out.transpose(1, 2)
 
 
 def _gather(kv_cache, blocks, batch, kv_len, kv_heads):

@@ -3,6 +3,8 @@ uses, and how much memory it may count on.
 
 CUDA when a GPU is visible (one per rank, chosen by local rank), CPU otherwise; `TRTX_DEVICE=cpu`
 forces CPU ranks on a GPU machine (e.g. to run a GPU test list's configuration on CPU).
+Decode attention: the Triton kernel on CUDA, SDPA on CPU; `TRTX_ATTENTION=triton|sdpa` overrides
+(with TRITON_INTERPRET=1, the Triton kernel runs on CPU tensors: how CI tests it).
 """
 from __future__ import annotations
 
@@ -19,6 +21,30 @@ def select_device(local_rank: int = 0) -> torch.device:
     if torch.cuda.is_available():
         return torch.device("cuda", local_rank % torch.cuda.device_count())
     return torch.device("cpu")
+
+
+def attention_backend(device: torch.device) -> str:
+    """The decode attention a rank runs (engine/attention.py)."""
+    forced = os.environ.get("TRTX_ATTENTION")
+    if forced:
+        if forced not in ("triton", "sdpa"):
+            raise ValueError(f"TRTX_ATTENTION={forced!r}: expected 'triton' or 'sdpa'")
+        return forced
+    if device.type != "cuda":
+        return "sdpa"
+    try:
+        import triton  # noqa: F401  (CUDA builds of torch ship it)
+    except ImportError:
+        return "sdpa"
+    return "triton"
+
+
+def configure_device(device: torch.device) -> None:
+    """Process-wide settings of a CUDA rank. PyTorch's cuDNN attention builds a plan per new
+    shape (~0.6 ms of CPU each, measured on an H200): every prefill length is a new shape, so the
+    flash and memory-efficient SDPA kernels, which plan nothing, are used instead."""
+    if device.type == "cuda":
+        torch.backends.cuda.enable_cudnn_sdp(False)
 
 
 def share_cpu_cores(device: torch.device, local_world_size: int) -> None:

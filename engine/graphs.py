@@ -6,10 +6,15 @@ smaller graphs reusing the larger ones' memory pool) over static input buffers, 
 n sequences is padded to the smallest captured size >= n with sequences of the null block
 (prepare's `pad`), its inputs copied into the static buffers, and the graph replayed.
 
-On CUDA the capture is a CUDA graph. CPU has no graph API: there the same static buffers run
-through an eager forward on each replay. That is slower than plain eager (padded rows, keys up to
-the model length), but it runs the padding, the static metadata and the attention-DP agreement
-below on any machine, which is what the tests check.
+Nothing in a graph depends on the model's length: the static block tables are as wide as the
+longest sequence could need (ints, filled up with the null block), and the decode attention reads
+each sequence's keys only up to its length (seq_lens, a tensor), so one capture per batch size
+serves every length and costs what the real lengths cost (attention.py, triton_decode.py).
+
+On CUDA the capture is a CUDA graph, and `memory` records what each capture added to the graph
+pool. CPU has no graph API: there the same static buffers run through an eager forward on each
+replay (padded rows included), which runs the padding, the static metadata and the attention-DP
+agreement below on any machine, which is what the tests check.
 
 Invariant 3: the static buffers are prepared by the same hooks as every runtime batch (the
 capture batch goes through prepare's capture path), and a replay copies every tensor field of a
@@ -26,6 +31,7 @@ from dataclasses import dataclass
 
 import torch
 
+from .kv_cache import NULL_BLOCK
 from .prepare import MetadataError, Padding, SeqChunk, StepInputs, synthetic_chunks
 
 
@@ -43,6 +49,7 @@ class DecodeGraphs:
         self.runner, self.q_len, self.comms, self.dp = runner, q_len, comms, dp
         self.blocks = runner.blocks.blocks_for(max_model_len)          # table width of the longest sequence
         self.graphs: dict[int, Captured] = {}
+        self.memory: dict[int, int] = {}                               # bytes each capture added (CUDA)
         self.pool = None
 
     @property
@@ -55,13 +62,21 @@ class DecodeGraphs:
         pad = Padding(num_seqs, self.q_len, self.blocks)
         chunks = synthetic_chunks(num_seqs, self.q_len, self.runner.blocks.block_size)
         inputs = self.runner.prepare(chunks, "capture", pad)
+        # The static tables are as wide as the longest sequence needs; a replay fills their left
+        # part and nulls the rest (StepInputs.copy_into).
+        d = inputs.meta.decode
+        wide = d.block_tables.new_full((num_seqs, self.blocks), NULL_BLOCK)
+        wide[:, :d.block_tables.shape[1]] = d.block_tables
+        d.block_tables = wide
         if self.dp is not None:
             self.dp.fix([num_seqs * self.q_len] * self.dp.size)
         if not self.on_cuda:
             self.runner.forward(inputs)    # what the capture runs on CUDA: the same collectives, once
             self.graphs[num_seqs] = Captured(inputs, None, None)
+            self.memory[num_seqs] = 0
             return
         torch.cuda.synchronize()
+        before = torch.cuda.memory_reserved(self.runner.device)
         side = torch.cuda.Stream()
         side.wait_stream(torch.cuda.current_stream())
         with torch.cuda.stream(side):      # first use outside the graph: lazy inits, NCCL's included
@@ -75,6 +90,8 @@ class DecodeGraphs:
             hidden = self.runner.forward(inputs)
         self.pool = graph.pool()
         self.graphs[num_seqs] = Captured(inputs, hidden, graph)
+        torch.cuda.synchronize()
+        self.memory[num_seqs] = torch.cuda.memory_reserved(self.runner.device) - before
 
     def size_for(self, chunks: list[SeqChunk]) -> int:
         """The padded size this batch would replay at, or 0 when it needs an eager forward (a
@@ -90,11 +107,10 @@ class DecodeGraphs:
         each chunk's last row), as `ModelRunner._forward` returns them."""
         captured = self.graphs[size]
         fresh = self.runner.prepare(chunks, "runtime", Padding(size, self.q_len, self.blocks))
-        static, new = captured.inputs.tensors(), fresh.tensors()
-        if static.keys() != new.keys():
-            raise MetadataError(f"graph of {size}: captured with {sorted(static)}, replayed with {sorted(new)}")
-        for name, tensor in new.items():
-            static[name].copy_(tensor)
+        try:
+            fresh.copy_into(captured.inputs)
+        except MetadataError as e:
+            raise MetadataError(f"graph of {size}: {e}") from None
         if self.dp is not None:
             self.dp.fix([size * self.q_len] * self.dp.size)
         if captured.graph is not None:

@@ -103,3 +103,4 @@ class RankInfo:
     # replayed padded to N); under attention DP the same on every rank
     graphs: list[int] = field(default_factory=list)
     forwards: dict[str, int] = field(default_factory=dict)
+    graph_memory: dict[str, int] = field(default_factory=dict)  # bytes each graph's capture took, by size (CUDA; 0 on CPU)

@@ -46,17 +46,28 @@ class StepInputs:
         out = {"input_ids": self.input_ids, "positions": self.meta.positions, "slot_mapping": self.meta.slot_mapping}
         d = self.meta.decode
         if d is not None:
-            out.update({"decode.block_tables": d.block_tables, "decode.mask": d.mask})
-            if d.window_mask is not None:
-                out["decode.window_mask"] = d.window_mask
+            out.update({"decode.block_tables": d.block_tables, "decode.seq_lens": d.seq_lens})
         return out
+
+    def copy_into(self, static: "StepInputs") -> None:
+        """Every tensor field into a captured graph's static buffers. The block tables fill the
+        left of the graph's wider tables, the rest becomes the null block: nothing stays stale."""
+        targets, fresh = static.tensors(), self.tensors()
+        if targets.keys() != fresh.keys():
+            raise MetadataError(f"captured with {sorted(targets)}, replayed with {sorted(fresh)}")
+        for name, tensor in fresh.items():
+            target = targets[name]
+            if name == "decode.block_tables":
+                target[:, tensor.shape[1]:].fill_(NULL_BLOCK)
+                target = target[:, :tensor.shape[1]]
+            target.copy_(tensor)
 
 
 @dataclass(frozen=True)
 class Padding:
     """The static shapes of a captured decode graph: num_seqs sequences of q_len tokens each, block
-    tables `blocks` wide, keys up to blocks * block_size. A smaller batch is filled up with
-    sequences of the null block."""
+    tables `blocks` wide (the model length's: the tables are ints, the attention reads only up to
+    each sequence's length). A smaller batch is filled up with sequences of the null block."""
     num_seqs: int
     q_len: int
     blocks: int
@@ -104,10 +115,12 @@ def hook(name: str, produces: tuple[str, ...]):
 
 
 def prepare(chunks: list[SeqChunk], block_size: int, window: int | None, device: torch.device,
-            path: str = "runtime", dropped: frozenset[str] = frozenset(), pad: Padding | None = None) -> StepInputs:
+            path: str = "runtime", dropped: frozenset[str] = frozenset(), pad: Padding | None = None,
+            backend: str = "sdpa") -> StepInputs:
     """Run every registered hook over the chunks (except those in `dropped`, a fault) and check
     that every field was produced. With `pad`, every chunk must be pad.q_len tokens long; the
-    batch is filled up to pad.num_seqs (last_index still lists the given chunks only)."""
+    batch is filled up to pad.num_seqs (last_index still lists the given chunks only). `backend`:
+    the decode attention's (attention.py)."""
     given = len(chunks)
     if pad is not None:
         if given > pad.num_seqs or any(len(c.token_ids) != pad.q_len for c in chunks):
@@ -133,7 +146,8 @@ def prepare(chunks: list[SeqChunk], block_size: int, window: int | None, device:
         raise MetadataError(f"{path} path: metadata {', '.join(missing)} not prepared "
                             f"(hook {', '.join(owners)} did not run)")
     meta = AttentionMetadata(positions=out["positions"], slot_mapping=out["slot_mapping"],
-                             num_decodes=layout.num_seqs * decode_len, decode=out["decode"], prefills=out["prefills"])
+                             num_decodes=layout.num_seqs * decode_len, decode=out["decode"], prefills=out["prefills"],
+                             window=window, backend=backend)
     return StepInputs(out["input_ids"], meta, out["last_index"][:given])
 
 
@@ -158,26 +172,19 @@ def _tokens(layout: Layout, out: dict) -> None:
 def _decode_attention(layout: Layout, out: dict) -> None:
     if not layout.num_seqs:
         return
-    q, window, dev = layout.decode_len, layout.window, layout.device
+    q, window = layout.decode_len, layout.window
     seqs = [layout.chunks[i] for i in layout.order[:layout.num_seqs]]
-    pad = layout.pad
-    # A graph's shapes are fixed: tables as wide as the longest sequence could need, keys up to
-    # its end, and always a mask (the padded keys are masked out).
-    n_blocks = pad.blocks if pad else max(len(c.block_table) for c in seqs)
-    tables = torch.tensor([c.block_table + [NULL_BLOCK] * (n_blocks - len(c.block_table)) for c in seqs],
-                          dtype=torch.long)
-    starts = [c.start for c in seqs]
-    max_kv_len = n_blocks * layout.block_size if pad else max(starts) + q
-    mask = window_mask = None
-    # One query per sequence, all at the same position: every cached key is visible, no mask
-    # needed (batch-1 decoding, the latency case, skips building one).
-    if pad or q > 1 or min(starts) != max(starts) or (window and max_kv_len > window):
-        q_pos = torch.tensor(starts)[:, None, None] + torch.arange(q)[None, :, None]   # [S, Q, 1]
-        k_pos = torch.arange(max_kv_len)
-        mask = k_pos <= q_pos                                                          # [S, Q, K]
-        window_mask = (mask & (k_pos > q_pos - window)) if window else None
-    out["decode"] = DecodeMeta(tables.to(dev), _as_sdpa_mask(mask, dev), _as_sdpa_mask(window_mask, dev),
-                               max_kv_len, q)
+    # The tables are as wide as this batch's longest needs, however wide a graph's static tables
+    # are (StepInputs.copy_into fills the rest with the null block): the host builds and copies
+    # what the lengths need, never the model length.
+    width = max(len(c.block_table) for c in seqs)
+    lens = [c.start + q for c in seqs]
+    flat = lens + [b for c in seqs for b in c.block_table + [NULL_BLOCK] * (width - len(c.block_table))]
+    packed = torch.tensor(flat, dtype=torch.long).to(layout.device)       # one copy, two contiguous views
+    # One query per sequence, all at the same position, no window cut: every cached key is
+    # visible, no mask needed (batch-1 decoding, the latency case, skips building one).
+    masked = bool(layout.pad) or q > 1 or min(lens) != max(lens) or bool(window and max(lens) > window)
+    out["decode"] = DecodeMeta(packed[len(seqs):].view(len(seqs), width), packed[:len(seqs)], q, masked)
 
 
 @hook("prefill_attention", ("prefills",))
@@ -196,11 +203,6 @@ def _prefill_attention(layout: Layout, out: dict) -> None:
         out["prefills"].append(PrefillMeta(row, row + n, blocks.to(dev), kv_len,
                                            None if mask is None else mask.to(dev), window_mask))
         row += n
-
-
-def _as_sdpa_mask(mask: torch.Tensor | None, device) -> torch.Tensor | None:
-    """[S, Q, Kmax] -> [S, 1, Q, Kmax]: broadcast over heads."""
-    return None if mask is None else mask[:, None].to(device)
 
 
 def synthetic_chunks(num_seqs: int, tokens_each: int, block_size: int) -> list[SeqChunk]:

@@ -4,11 +4,14 @@ what a CUDA graph relies on: a padded batch leaves every real sequence's inputs 
 they were, every replay refreshes every static buffer, and graphs generate the eager tokens. (All
 ranks replaying the same graph at the same padded size under attention DP, on real mpirun ranks:
 tests/functional/ranks/test_graphs.py.)"""
+import json
+import shutil
+
 import pytest
 import torch
 
 from tests.helpers.engine import MODELS_DIR, run_eval
-from trtx.engine import LLM
+from trtx.engine import LLM, SamplingParams, attention
 from trtx.engine.kv_cache import NULL_BLOCK
 from trtx.engine.prepare import Padding, SeqChunk
 from trtx.engine.engine_config import EngineConfig
@@ -49,13 +52,14 @@ def test_a_padded_batch_keeps_every_real_sequence_s_inputs(llm):
         assert got.shape == (4,) and got[:3].tolist() == want.tolist(), name
     bs = llm.engine.blocks.block_size
     assert padded.meta.positions[3] == 0 and padded.meta.slot_mapping[3] < bs      # padding: the null block
-    tables, mask = padded.meta.decode.block_tables, padded.meta.decode.mask
-    assert tables.shape == (4, graphs.blocks) and mask.shape == (4, 1, 1, graphs.blocks * bs)
-    width = plain.meta.decode.block_tables.shape[1]
-    assert torch.equal(tables[:3, :width], plain.meta.decode.block_tables)
-    assert (tables[:3, width:] == NULL_BLOCK).all() and (tables[3] == NULL_BLOCK).all()
-    keys = plain.meta.decode.mask.shape[-1]
-    assert torch.equal(mask[:3, ..., :keys], plain.meta.decode.mask) and not mask[:3, ..., keys:].any()
+    # The tables are as wide as the batch needs (a replay nulls the rest of the graph's wider
+    # tables), the lengths say how far each sequence's keys go: padding is one key at position 0.
+    plain_d, padded_d = plain.meta.decode, padded.meta.decode
+    width = plain_d.block_tables.shape[1]
+    assert padded_d.block_tables.shape == (4, width) < (4, graphs.blocks)
+    assert torch.equal(padded_d.block_tables[:3], plain_d.block_tables) and (padded_d.block_tables[3] == NULL_BLOCK).all()
+    assert padded_d.seq_lens.tolist() == plain_d.seq_lens.tolist() + [1] == [41, 18, 91, 1]
+    assert padded_d.masked and plain_d.masked
     with pytest.raises(ValueError, match="padded decode batch takes up to 4 chunks of 1 tokens"):
         runner.prepare(chunks + [SeqChunk([1, 2], 3, chunks[0].block_table)], pad=Padding(4, 1, graphs.blocks))
 
@@ -69,6 +73,10 @@ def test_a_replay_refreshes_every_static_buffer_and_matches_eager(llm):
     static = graphs.graphs[4].inputs.tensors()
     assert static.keys() == fresh.tensors().keys()
     for name, tensor in fresh.tensors().items():
+        if name == "decode.block_tables":       # the graph's tables are the model length's width
+            width = tensor.shape[1]
+            assert static[name].shape == (4, graphs.blocks) and (static[name][:, width:] == NULL_BLOCK).all()
+            static[name] = static[name][:, :width]
         assert torch.equal(static[name], tensor), name
     eager = runner.prepare(chunks)
     torch.testing.assert_close(hidden[last], runner.forward(eager)[eager.last_index], rtol=1e-5, atol=1e-5)
@@ -83,3 +91,29 @@ def test_graphs_generate_the_eager_tokens(nextn):
     forwards = graphs.ranks[0].forwards
     assert forwards["eager"] > 0                                   # prefills
     assert len([kind for kind in forwards if kind.startswith("graph-")]) >= 2, forwards
+
+
+def test_graphs_at_a_long_model_length_read_keys_only_up_to_each_sequence(tmp_path, monkeypatch):
+    """A graph is captured once for the model length (tables as wide as 131072 positions need),
+    and its decode attention still reads each step's keys only up to the batch's real lengths:
+    the cost follows the work, not max_position_embeddings (issue 16: 131072 was 7x slower)."""
+    long_model = tmp_path / "long"
+    shutil.copytree(MODEL, long_model)
+    config = json.loads((long_model / "config.json").read_text())
+    config["max_position_embeddings"] = 131072
+    (long_model / "config.json").write_text(json.dumps(config))
+    llm = LLM(long_model, max_num_seqs=2, decode_graphs=True, num_kv_blocks=64)
+    graphs = llm.engine.runner.graphs
+    assert graphs.blocks == 131072 // llm.engine.blocks.block_size and sorted(graphs.graphs) == [1, 2]
+    assert llm.rank_info().graph_memory == {"1": 0, "2": 0}         # CPU: no graph pool
+    gathered = []
+    real_gather = attention._gather
+    monkeypatch.setattr(attention, "_gather", lambda *a: gathered.append(a[3]) or real_gather(*a))
+    prompts = ["12+7=", "3+45="]
+    params = SamplingParams(max_tokens=8, ignore_eos=True)
+    out = llm.generate(prompts, params)
+    assert llm.engine.runner.forwards["graph-2"] > 0
+    longest = max(len(o.prompt_token_ids) for o in out) + 8
+    assert 0 < max(gathered) <= longest
+    eager = LLM(MODEL, max_num_seqs=2, num_kv_blocks=64).generate(prompts, params)
+    assert [o.outputs[0].token_ids for o in out] == [o.outputs[0].token_ids for o in eager]
