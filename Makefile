@@ -3,7 +3,7 @@
 VENV ?= .venv
 PY := $(VENV)/bin/python
 
-.PHONY: run test unit functional bench bench-mtp bench-parallel bench-graphs
+.PHONY: run test unit functional bench bench-mtp bench-parallel bench-graphs bench-gpu
 # The main job: the l0_cpu test list (accuracy and acceptance gates on CPU ranks).
 run: $(VENV)/.setup-test
 	$(VENV)/bin/trtx run l0_cpu --results results/l0_cpu
@@ -30,6 +30,10 @@ bench-parallel: $(VENV)/.setup-test
 
 bench-graphs: $(VENV)/.setup-test
 	$(PY) benchmarks/bench_graphs.py
+
+# One GPU against transformers and the memory-bound limit (issue 16); tiny sizes without CUDA.
+bench-gpu: $(VENV)/.setup-test
+	$(PY) benchmarks/bench_gpu.py $(BENCH_GPU_ARGS)
 
 $(VENV)/.setup-test: pyproject.toml scripts/setup.sh
 	TRTX_VENV=$(VENV) scripts/setup.sh test
