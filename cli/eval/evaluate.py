@@ -80,11 +80,14 @@ def evaluate(config: EngineConfig, dataset: Path, max_samples: int | None = None
 def evaluate_on_ranks(config: EngineConfig, dataset: Path, timeout_s: float, log_dir: Path | None,
                       max_samples: int | None = None) -> EvalResult:
     """Run the eval on tp x pp ranks through the launcher (cli/eval/rank.py on every rank, which
-    receives the configuration as data) and collect the result. A failed or hung job raises
-    RankJobError with the launcher's report. log_dir None: a temporary folder, removed when the
-    job succeeds (a failed job keeps it; the launcher's report names it)."""
+    receives the configuration as data) and collect the result. A job of more CUDA ranks than
+    GPUs visible here raises UserError before any rank starts (launch/fit.py); a failed or hung
+    job raises RankJobError with the launcher's report. log_dir None: a temporary folder, removed
+    when the job succeeds (a failed job keeps it; the launcher's report names it)."""
+    from ..launch.fit import check_gpu_fit
     from ..launch.launcher import Launch
     load_problems(dataset, max_samples)          # a bad eval set fails here, once, not on N ranks
+    check_gpu_fit(config)                        # more CUDA ranks than GPUs: one line, no rank started
     temporary = log_dir is None
     if temporary:
         log_dir = Path(tempfile.mkdtemp(prefix="trtx-eval-"))
