@@ -3,11 +3,15 @@ from __future__ import annotations
 
 import enum
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 import torch
 
 from .sampling import SamplingParams
 from .speculative import SpecStats
+
+if TYPE_CHECKING:
+    from .tokenizer import IncrementalText
 
 
 class Status(enum.Enum):
@@ -28,6 +32,7 @@ class Request:
     num_computed_tokens: int = 0
     finish_reason: str | None = None
     stop_text_end: int | None = None       # where a matched stop string starts in the output text
+    output_text: IncrementalText | None = None   # the output's text so far, kept for the stop strings
     context_logits: list[torch.Tensor] = field(default_factory=list)   # chunks, [n, vocab] each
     generator: torch.Generator | None = None
     # Speculative decoding: the drafts the next step verifies (and the distributions they were

@@ -10,8 +10,9 @@ recomputed later (prompt + the tokens it had generated, so its output is unchang
 
 After the forward, `update_from_output` commits the model runner's result, identically on every
 rank: the computed tokens, the verified new tokens (rolling the cache back past rejected drafts),
-stop checks and finish reasons, and the MTP work of the requests still running (reserving blocks
-for their drafts); `set_drafts` then stores the drafts proposed for the next step.
+stop checks (on each request's output text, extended token by token) and finish reasons, and the
+MTP work of the requests still running (reserving blocks for their drafts); `set_drafts` then
+stores the drafts proposed for the next step.
 """
 from __future__ import annotations
 
@@ -20,7 +21,7 @@ from collections import deque
 from .kv_cache import BlockManager
 from .outputs import DraftJob, Drafts, ModelRunnerOutput, RequestResult, SchedulerOutput, StepUpdate
 from .request import Request, Status
-from .tokenizer import Tokenizer
+from .tokenizer import IncrementalText, Tokenizer
 
 
 class Scheduler:
@@ -145,14 +146,26 @@ class Scheduler:
         if not p.ignore_eos and token in self.eos_token_ids:
             return "stop"
         if p.stop:
-            text = self.tokenizer.decode(req.output_token_ids)
-            hits = [i for i in (text.find(s) for s in p.stop) if i >= 0]
-            if hits:
-                req.stop_text_end = min(hits)
+            end = self._stop_text_end(req)
+            if end is not None:
+                req.stop_text_end = end
                 return "stop"
         if len(req.output_token_ids) >= p.max_tokens or req.num_tokens >= self.max_model_len:
             return "length"
         return None
+
+    def _stop_text_end(self, req: Request) -> int | None:
+        """Where the first stop string starts in the output text, if one is in it now. The text is
+        kept per request and extended by the new token's text (IncrementalText); it held no stop
+        string before this token, so only what changed, and the longest stop string's length - 1
+        characters before it, are searched: the result is the full text's first match."""
+        if req.output_text is None:
+            req.output_text = IncrementalText(self.tokenizer)
+        changed = req.output_text.update(req.output_token_ids)
+        start = max(0, changed - max(0, max(len(s) for s in req.params.stop) - 1))
+        tail = req.output_text.tail(start)
+        hits = [i for i in (tail.find(s) for s in req.params.stop) if i >= 0]
+        return start + min(hits) if hits else None
 
     def _draft_job(self, r: RequestResult) -> DraftJob:
         """The MTP catch-up range of a request this step computed, and how many drafts to propose:
