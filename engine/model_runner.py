@@ -25,7 +25,7 @@ from .outputs import DraftJob, Drafts, ModelRunnerOutput, RequestResult, Schedul
 from .parallel import Parallel
 from .pipeline import pipelined_forward
 from .prepare import Padding, SeqChunk, StepInputs, prepare, synthetic_chunks
-from .speculative import accept_greedy, verify
+from .speculative import unpack, verify_batch
 
 
 class ModelRunner:
@@ -123,23 +123,19 @@ class ModelRunner:
         return self.forward(inputs), inputs.last_index
 
     def _verify(self, sampling: list[RequestResult], hidden: torch.Tensor) -> None:
-        """Each sampling request's new tokens and accepted drafts."""
+        """Each sampling request's new tokens and accepted drafts: the step's requests, greedy and
+        sampling, verified together on the device (speculative.verify_batch), every result read
+        back in one transfer, the step's one host synchronisation here."""
         if not sampling:
             return
-        rows = [r.rows() for r in sampling]
-        logits = self.logits(hidden, [row for rs in rows for row in rs])
-        argmax = logits.argmax(dim=-1).tolist()          # one call for every greedy row of the step
-        offset = 0
-        for r, rs in zip(sampling, rows):
-            req, end = r.req, offset + len(rs)
-            drafts, probs = req.draft_token_ids, req.draft_probs
-            if req.params.greedy:
-                r.new_token_ids, r.num_accepted = accept_greedy(argmax[offset:end], drafts)
-            else:
-                r.new_token_ids, r.num_accepted = verify(logits[offset:end], drafts,
-                                                         torch.stack(probs) if drafts else None, req.params,
-                                                         req.generator)
-            offset = end
+        reqs = [r.req for r in sampling]
+        rows = torch.tensor([row for r in sampling for row in r.rows()]).to(self.device, non_blocking=True)
+        out = verify_batch(self.logits(hidden, rows), [req.draft_token_ids for req in reqs],
+                           [torch.stack(req.draft_probs) if req.draft_token_ids and not req.params.greedy else None
+                            for req in reqs],
+                           [req.params for req in reqs], [req.generator for req in reqs])
+        for r, (tokens, accepted) in zip(sampling, unpack(out.tolist())):
+            r.new_token_ids, r.num_accepted = tokens, accepted
 
     def _context_logits(self, r: RequestResult, hidden: torch.Tensor) -> torch.Tensor | None:
         """The logits of the prompt positions this step computed that were not collected yet (a

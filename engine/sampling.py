@@ -51,14 +51,23 @@ def filtered_probs(logits: torch.Tensor, params: SamplingParams) -> torch.Tensor
     return probs
 
 
+def draw(probs: torch.Tensor, generator: torch.Generator | None) -> torch.Tensor:
+    """One token from `probs` [..., V] per row, as a device tensor (no host read): argmax(p / E)
+    with E ~ Exp(1), which picks token i with probability p_i / sum(p). It is what
+    torch.multinomial(probs, 1) computes for one sample, from the same draws of the generator, but
+    without multinomial's checks of the input, each a read back to the host."""
+    return (probs / torch.empty_like(probs).exponential_(generator=generator)).argmax(dim=-1)
+
+
 def sample(logits: torch.Tensor, params: list[SamplingParams], generators: list[torch.Generator | None]
            ) -> tuple[list[int], list[torch.Tensor | None]]:
     """One token per row of `logits` [B, V] (fp32), greedy rows in one batched argmax, and each
-    row's distribution (None for greedy rows): a draft is verified against the one it came from."""
-    tokens = logits.argmax(dim=-1).tolist()
+    row's distribution (None for greedy rows): a draft is verified against the one it came from.
+    The tokens come back to the host in one transfer."""
+    tokens = logits.argmax(dim=-1)
     probs: list[torch.Tensor | None] = [None] * len(params)
     for i, p in enumerate(params):
         if not p.greedy:
             probs[i] = filtered_probs(logits[i], p)
-            tokens[i] = int(torch.multinomial(probs[i], 1, generator=generators[i]))
-    return tokens, probs
+            tokens[i] = draw(probs[i], generators[i])
+    return tokens.tolist(), probs

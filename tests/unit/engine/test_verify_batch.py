@@ -1,0 +1,150 @@
+"""Verification of a whole step on the device (speculative.verify_batch): one host read per step
+for a mixed greedy and sampling batch, the target distribution kept at every position, each
+request's draws from its own generator only, and the draw that replaces torch.multinomial."""
+import pytest
+import torch
+
+from tests.helpers.checkpoints import make_mtp_checkpoint
+from tests.unit.engine.test_mtp import chi_square_p
+from trtx.engine import LLM, SamplingParams
+from trtx.engine.model_runner import ModelRunner
+from trtx.engine.sampling import draw, filtered_probs, sample
+from trtx.engine.speculative import unpack, verify, verify_batch
+
+# Every way a tensor's value reaches Python: each is a host synchronisation on a GPU.
+HOST_READS = ("tolist", "item", "__float__", "__int__", "__bool__", "__index__", "cpu", "numpy")
+
+
+@pytest.fixture(scope="module")
+def ckpt(tmp_path_factory):
+    return make_mtp_checkpoint(tmp_path_factory.mktemp("mtp"), seed=3)
+
+
+def test_a_mixed_step_is_verified_with_one_host_read(ckpt, monkeypatch):
+    """Greedy and sampling requests with drafts in the same steps: each _verify call reads
+    tensors back to the host exactly once (the per-request loop only launches device ops)."""
+    reads = []
+    counting = [False]
+    for name in HOST_READS:
+        original = getattr(torch.Tensor, name)
+
+        def counted(self, *args, _original=original, _name=name, **kwargs):
+            if counting[0]:
+                reads[-1].append(_name)
+            return _original(self, *args, **kwargs)
+        monkeypatch.setattr(torch.Tensor, name, counted)
+
+    steps = []
+    original_verify = ModelRunner._verify
+
+    def verify_counted(self, sampling, hidden):
+        kinds = {("greedy" if r.req.params.greedy else "sampled") for r in sampling if r.req.draft_token_ids}
+        reads.append([])
+        counting[0] = True
+        try:
+            original_verify(self, sampling, hidden)
+        finally:
+            counting[0] = False
+        steps.append((kinds, reads[-1]))
+    monkeypatch.setattr(ModelRunner, "_verify", verify_counted)
+
+    llm = LLM(ckpt, mtp_nextn=2, device="cpu")
+    greedy = SamplingParams(max_tokens=12, ignore_eos=True)
+    params = [greedy, SamplingParams(max_tokens=12, ignore_eos=True, temperature=0.8, seed=1),
+              greedy, SamplingParams(max_tokens=12, ignore_eos=True, temperature=1.0, top_k=5, top_p=0.9, seed=2)]
+    llm.generate(["Ann has 3 coins.\n", "Tom", "42+17=", "How many cups?\n"], params)
+    mixed = [r for kinds, r in steps if kinds == {"greedy", "sampled"}]
+    assert mixed, "no step verified greedy and sampled drafts together"
+    assert all(r == ["tolist"] for _, r in steps), steps
+
+
+def _random_step(g, vocab: int, batch: int, greedy_every: int = 4):
+    """A step of `batch` requests: every greedy_every-th greedy, the others sampling with their own
+    seeded generator; 0 to 3 drafts each, sampled from a draft distribution unlike the target."""
+    counts = [int(torch.randint(0, 4, (1,), generator=g)) for _ in range(batch)]
+    logits = torch.randn(sum(counts) + batch, vocab, generator=g) * 1.5
+    params, drafts, probs = [], [], []
+    for b, k in enumerate(counts):
+        q = torch.softmax(torch.randn(k, vocab, generator=g) * 1.5, dim=-1)
+        drafts.append([int(torch.multinomial(q[i], 1, generator=g)) for i in range(k)])
+        greedy = b % greedy_every == 0
+        params.append(SamplingParams() if greedy else SamplingParams(temperature=[1.0, 0.7][b % 2], top_k=[0, 8][b % 3 == 0]))
+        probs.append(None if greedy or not k else q)
+    return logits, counts, drafts, probs, params
+
+
+def test_each_request_matches_its_own_scalar_verification():
+    """verify_batch's row of a request equals verify() on that request alone with the same
+    generator state: a request's draws come from its generator only, whatever the batch."""
+    g = torch.Generator().manual_seed(7)
+    for trial in range(20):
+        logits, counts, drafts, probs, params = _random_step(g, vocab=16, batch=9)
+        gens = [torch.Generator().manual_seed(100 * trial + b) for b in range(len(counts))]
+        batched = unpack(verify_batch(logits, drafts, probs, params, gens).tolist())
+        first = 0
+        for b, k in enumerate(counts):
+            alone = verify(logits[first:first + k + 1], drafts[b], probs[b], params[b],
+                           torch.Generator().manual_seed(100 * trial + b))
+            assert batched[b] == alone, (trial, b)
+            first += k + 1
+        # Seeded: the same generators' states give the same step.
+        again = [torch.Generator().manual_seed(100 * trial + b) for b in range(len(counts))]
+        assert unpack(verify_batch(logits, drafts, probs, params, again).tolist()) == batched
+
+
+def test_greedy_rows_take_the_longest_matching_prefix_and_a_bonus():
+    logits = torch.full((4 + 1 + 3, 5), -1.0)
+    for row, best in enumerate([2, 4, 1, 3, 0, 1, 2, 4]):
+        logits[row, best] = 1.0
+    sp = SamplingParams()
+    out = verify_batch(logits, [[2, 4, 0], [], [1, 3]], [None, None, None], [sp] * 3, [None] * 3)
+    assert unpack(out.tolist()) == [([2, 4, 1], 2), ([0], 0), ([1, 2], 1)]
+
+
+def test_batched_rejection_sampling_keeps_the_target_distribution():
+    """Many sampling requests verified together, each with its own generator, against fixed
+    targets p_0, p_1 and drafts from different distributions: the first new token follows p_0 and,
+    when the first draft survived, the second follows p_1. Greedy requests in the same batch get
+    the argmax prefix."""
+    g = torch.Generator().manual_seed(1)
+    vocab, batch, rounds = 10, 250, 40
+    target = torch.randn(3, vocab, generator=g) * 1.5
+    q = torch.softmax(torch.randn(2, vocab, generator=g) * 1.5, dim=-1)
+    sp = SamplingParams(temperature=1.0)
+    p = filtered_probs(target, sp)
+    firsts, seconds = torch.zeros(vocab), torch.zeros(vocab)
+    argmax = target.argmax(dim=-1).tolist()
+    for r in range(rounds):
+        drafts = [[int(torch.multinomial(q[i], 1, generator=g)) for i in range(2)] for _ in range(batch)]
+        greedy = [b % 10 == 0 for b in range(batch)]
+        params = [SamplingParams() if gr else sp for gr in greedy]
+        gens = [torch.Generator().manual_seed(r * batch + b) for b in range(batch)]
+        out = verify_batch(target.repeat(batch, 1), drafts, [None if gr else q for gr in greedy], params, gens)
+        for b, (tokens, n) in enumerate(unpack(out.tolist())):
+            assert len(tokens) == n + 1 and tokens[:n] == drafts[b][:n]
+            if greedy[b]:
+                n_ref = next((i for i in range(2) if drafts[b][i] != argmax[i]), 2)
+                assert (tokens, n) == (argmax[:n_ref + 1], n_ref)
+                continue
+            firsts[tokens[0]] += 1
+            if n >= 1:
+                seconds[tokens[1]] += 1
+    assert 0 < seconds.sum() < firsts.sum()                 # both acceptance and rejection ran
+    assert chi_square_p(firsts, p[0]) > 1e-3
+    assert chi_square_p(seconds, p[1]) > 1e-3
+
+
+def test_draw_is_multinomial_s_draw_without_its_host_reads():
+    """draw() picks what torch.multinomial(probs, 1) picks from the same generator state, and
+    sample() returns every row's token in one host read."""
+    probs = torch.softmax(torch.randn(6, 30, generator=torch.Generator().manual_seed(0)), dim=-1)
+    a, b = torch.Generator().manual_seed(5), torch.Generator().manual_seed(5)
+    for _ in range(50):
+        for row in probs:
+            assert int(draw(row, a)) == int(torch.multinomial(row, 1, generator=b))
+    params = [SamplingParams(), SamplingParams(temperature=1.0), SamplingParams(temperature=0.5, top_k=3)]
+    gens = [None, torch.Generator().manual_seed(1), torch.Generator().manual_seed(2)]
+    tokens, dists = sample(probs[:3].log(), params, gens)
+    assert tokens[0] == int(probs[0].argmax()) and dists[0] is None
+    ref = [torch.Generator().manual_seed(1), torch.Generator().manual_seed(2)]
+    assert tokens[1:] == [int(torch.multinomial(dists[i], 1, generator=ref[i - 1])) for i in (1, 2)]
