@@ -15,7 +15,7 @@ from collections import Counter
 
 import torch
 
-from .device import default_kv_cache_bytes
+from .device import attention_backend, configure_device, default_kv_cache_bytes
 from .engine_config import EngineConfig
 from .graphs import DecodeGraphs
 from .kv_cache import BlockManager, allocate_kv_cache, kv_bytes_per_block
@@ -33,6 +33,8 @@ class ModelRunner:
         self.config, self.parallel, self.model_config = config, parallel, config.model_config
         self.device, self.mapping, self.rank = parallel.device, parallel.mapping, parallel.mapping.rank
         self.dp = parallel.attention_dp_group
+        configure_device(self.device)
+        self.attention_backend = attention_backend(self.device)
         loaded = load_model(config, parallel)
         self.model, self.mtp, self.loaded_tensors = loaded.model, loaded.mtp, loaded.tensors
         self.num_cache_layers = len(self.model.layers) + (1 if self.mtp is not None else 0)
@@ -174,7 +176,7 @@ class ModelRunner:
         `pad`: in a captured graph's static shapes."""
         fault = self.prepare_fault if path == "capture" else None
         return prepare(chunks, self.blocks.block_size, self.model_config.sliding_window, self.device, path,
-                       frozenset([fault.arg]) if fault else frozenset(), pad)
+                       frozenset([fault.arg]) if fault else frozenset(), pad, self.attention_backend)
 
     @torch.inference_mode()
     def forward(self, inputs: StepInputs, hidden: torch.Tensor | None = None, residual: torch.Tensor | None = None):
