@@ -28,6 +28,7 @@ class DecodeMeta:
     seq_lens: torch.Tensor               # [S] keys of each sequence after this step (its Q tokens included)
     q_len: int                           # Q: query tokens per sequence
     masked: bool                         # False: every query sees every key (same lengths, Q 1, no window cut)
+    max_len: int | None = None           # the longest seq_len, known on the host (None in a graph's static inputs)
 
 
 @dataclass
@@ -86,11 +87,13 @@ def _triton_decode(q: torch.Tensor, kv_cache: torch.Tensor, d: DecodeMeta, windo
 
 def _sdpa_decode(q: torch.Tensor, kv_cache: torch.Tensor, d: DecodeMeta, window: int | None) -> torch.Tensor:
     """The reference path: every sequence's keys gathered up to the batch's longest, one masked
-    SDPA call. On CPU the longest length is read from seq_lens (no graph needs it static); on CUDA
-    (a graph may be capturing) the keys span the block tables' width."""
+    SDPA call. The longest length comes from the host (prepare knew it) or, in a graph's static
+    inputs, from seq_lens on CPU; on CUDA a graph's keys span its block tables' width."""
     seqs, q_len, (num_heads, head_dim) = d.block_tables.shape[0], d.q_len, q.shape[1:]
     kv_heads, block_size = kv_cache.shape[2] // 2, kv_cache.shape[1]
-    if d.seq_lens.device.type == "cpu":
+    if d.max_len is not None:
+        kv_len, exact = d.max_len, True
+    elif d.seq_lens.device.type == "cpu":      # a graph's static inputs on CPU: reading them is free
         kv_len, exact = int(d.seq_lens.max()), True
     else:
         kv_len, exact = d.block_tables.shape[1] * block_size, False

@@ -72,27 +72,39 @@ class MtpDrafter:
                   for j in jobs]
         out, last = self.forward(chunks, hidden, [j.hidden_rows for j in jobs])
         drafting = [(j, row) for j, row in zip(jobs, last) if j.num_drafts > 0]
-        for j, _ in drafting:
-            drafts[j.req.request_id] = ([], [])
+        # Each depth's drafts stay on the device (the next depth's input tokens); all of them
+        # come back to the host in one transfer at the end.
+        depths: list[tuple[list[DraftJob], torch.Tensor, list]] = []
+        tokens = None
         for depth in range(max((j.num_drafts for j, _ in drafting), default=0)):
-            drafting = [(j, row) for j, row in drafting if j.num_drafts > depth]
+            keep = [i for i, (j, _) in enumerate(drafting) if j.num_drafts > depth]
+            drafting = [drafting[i] for i in keep]
             if depth > 0:     # draft d+1 at the position after draft d's: (own output there, draft d)
-                chunks = [SeqChunk([drafts[j.req.request_id][0][-1]], j.end + depth - 1,
-                                   self.runner.blocks.tables[j.req.request_id]) for j, _ in drafting]
-                out, rows = self.forward(chunks, out, [[r] for _, r in drafting])
+                chunks = [SeqChunk([0], j.end + depth - 1, self.runner.blocks.tables[j.req.request_id])
+                          for j, _ in drafting]
+                out, rows = self.forward(chunks, out, [[r] for _, r in drafting], tokens[keep])
                 drafting = [(j, r) for (j, _), r in zip(drafting, rows)]
             logits = self.base.compute_logits(out[[r for _, r in drafting]])
             reqs = [j.req for j, _ in drafting]
             tokens, probs = sample(logits, [r.params for r in reqs], [r.generator for r in reqs])
-            for req, tok, prob in zip(reqs, tokens, probs):
-                drafts[req.request_id][0].append(tok)
-                drafts[req.request_id][1].append(prob)
+            depths.append(([j for j, _ in drafting], tokens, probs))
+        values = iter(torch.cat([t for _, t, _ in depths]).tolist() if depths else [])
+        for depth_jobs, _, probs in depths:
+            for j, prob in zip(depth_jobs, probs):
+                tokens_so_far, probs_so_far = drafts.setdefault(j.req.request_id, ([], []))
+                tokens_so_far.append(next(values))
+                probs_so_far.append(prob)
         return drafts
 
-    def forward(self, chunks: list[SeqChunk], source: torch.Tensor, source_rows: list[list[int]]):
+    def forward(self, chunks: list[SeqChunk], source: torch.Tensor, source_rows: list[list[int]],
+                token_ids: torch.Tensor | None = None):
         """Run the module on the chunks, its hidden input gathered from `source`; returns the
-        output [T, d] and each chunk's last row in it."""
+        output [T, d] and each chunk's last row in it. `token_ids` (one per chunk of one token,
+        on the device) replace the chunks' placeholder tokens: a draft depth's input is the
+        previous depth's drafts, never read back to the host."""
         inputs = self.runner.prepare(chunks)
+        if token_ids is not None:     # one-token chunks: flat rows in chunk order
+            inputs.input_ids.copy_(token_ids)
         perm = [0] * len(inputs.input_ids)
         for chunk, rows, last in zip(chunks, source_rows, inputs.last_index):
             first = last - len(chunk.token_ids) + 1

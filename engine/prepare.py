@@ -184,7 +184,8 @@ def _decode_attention(layout: Layout, out: dict) -> None:
     # One query per sequence, all at the same position, no window cut: every cached key is
     # visible, no mask needed (batch-1 decoding, the latency case, skips building one).
     masked = bool(layout.pad) or q > 1 or min(lens) != max(lens) or bool(window and max(lens) > window)
-    out["decode"] = DecodeMeta(packed[len(seqs):].view(len(seqs), width), packed[:len(seqs)], q, masked)
+    out["decode"] = DecodeMeta(packed[len(seqs):].view(len(seqs), width), packed[:len(seqs)], q, masked,
+                               None if layout.pad else max(lens))
 
 
 @hook("prefill_attention", ("prefills",))

@@ -60,14 +60,14 @@ def draw(probs: torch.Tensor, generator: torch.Generator | None) -> torch.Tensor
 
 
 def sample(logits: torch.Tensor, params: list[SamplingParams], generators: list[torch.Generator | None]
-           ) -> tuple[list[int], list[torch.Tensor | None]]:
+           ) -> tuple[torch.Tensor, list[torch.Tensor | None]]:
     """One token per row of `logits` [B, V] (fp32), greedy rows in one batched argmax, and each
     row's distribution (None for greedy rows): a draft is verified against the one it came from.
-    The tokens come back to the host in one transfer."""
+    The tokens stay on the device ([B]): the caller reads them back when it needs them."""
     tokens = logits.argmax(dim=-1)
     probs: list[torch.Tensor | None] = [None] * len(params)
     for i, p in enumerate(params):
         if not p.greedy:
             probs[i] = filtered_probs(logits[i], p)
             tokens[i] = draw(probs[i], generators[i])
-    return tokens.tolist(), probs
+    return tokens, probs

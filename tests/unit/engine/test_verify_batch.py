@@ -8,6 +8,7 @@ from tests.helpers.checkpoints import make_mtp_checkpoint
 from tests.unit.engine.test_mtp import chi_square_p
 from trtx.engine import LLM, SamplingParams
 from trtx.engine.model_runner import ModelRunner
+from trtx.engine.mtp import MtpDrafter
 from trtx.engine.sampling import draw, filtered_probs, sample
 from trtx.engine.speculative import unpack, verify, verify_batch
 
@@ -20,42 +21,55 @@ def ckpt(tmp_path_factory):
     return make_mtp_checkpoint(tmp_path_factory.mktemp("mtp"), seed=3)
 
 
-def test_a_mixed_step_is_verified_with_one_host_read(ckpt, monkeypatch):
-    """Greedy and sampling requests with drafts in the same steps: each _verify call reads
-    tensors back to the host exactly once (the per-request loop only launches device ops)."""
-    reads = []
-    counting = [False]
+def count_host_reads(monkeypatch, cls, method: str, describe=lambda *args: None) -> list:
+    """Wrap cls.method: every call appends (describe(*args), the host reads it made)."""
+    calls, counting = [], [False]
     for name in HOST_READS:
         original = getattr(torch.Tensor, name)
 
         def counted(self, *args, _original=original, _name=name, **kwargs):
             if counting[0]:
-                reads[-1].append(_name)
+                calls[-1][1].append(_name)
             return _original(self, *args, **kwargs)
         monkeypatch.setattr(torch.Tensor, name, counted)
+    original_method = getattr(cls, method)
 
-    steps = []
-    original_verify = ModelRunner._verify
-
-    def verify_counted(self, sampling, hidden):
-        kinds = {("greedy" if r.req.params.greedy else "sampled") for r in sampling if r.req.draft_token_ids}
-        reads.append([])
+    def wrapped(self, *args):
+        calls.append((describe(*args), []))
         counting[0] = True
         try:
-            original_verify(self, sampling, hidden)
+            return original_method(self, *args)
         finally:
             counting[0] = False
-        steps.append((kinds, reads[-1]))
-    monkeypatch.setattr(ModelRunner, "_verify", verify_counted)
+    monkeypatch.setattr(cls, method, wrapped)
+    return calls
 
-    llm = LLM(ckpt, mtp_nextn=2, device="cpu")
-    greedy = SamplingParams(max_tokens=12, ignore_eos=True)
-    params = [greedy, SamplingParams(max_tokens=12, ignore_eos=True, temperature=0.8, seed=1),
-              greedy, SamplingParams(max_tokens=12, ignore_eos=True, temperature=1.0, top_k=5, top_p=0.9, seed=2)]
-    llm.generate(["Ann has 3 coins.\n", "Tom", "42+17=", "How many cups?\n"], params)
-    mixed = [r for kinds, r in steps if kinds == {"greedy", "sampled"}]
-    assert mixed, "no step verified greedy and sampled drafts together"
+
+MIXED = [SamplingParams(max_tokens=12, ignore_eos=True),
+         SamplingParams(max_tokens=12, ignore_eos=True, temperature=0.8, seed=1),
+         SamplingParams(max_tokens=12, ignore_eos=True),
+         SamplingParams(max_tokens=12, ignore_eos=True, temperature=1.0, top_k=5, top_p=0.9, seed=2)]
+PROMPTS = ["Ann has 3 coins.\n", "Tom", "42+17=", "How many cups?\n"]
+
+
+def test_a_mixed_step_is_verified_with_one_host_read(ckpt, monkeypatch):
+    """Greedy and sampling requests with drafts in the same steps: each _verify call reads
+    tensors back to the host exactly once (the per-request loop only launches device ops)."""
+    steps = count_host_reads(monkeypatch, ModelRunner, "_verify", lambda sampling, hidden: {
+        ("greedy" if r.req.params.greedy else "sampled") for r in sampling if r.req.draft_token_ids})
+    LLM(ckpt, mtp_nextn=2, device="cpu").generate(PROMPTS, MIXED)
+    assert [r for kinds, r in steps if kinds == {"greedy", "sampled"}], "no step verified greedy and sampled drafts together"
     assert all(r == ["tolist"] for _, r in steps), steps
+
+
+def test_every_draft_depth_stays_on_the_device_until_one_read(ckpt, monkeypatch):
+    """The drafter's catch-up and its draft passes (three depths here, greedy and sampled) read
+    their drafts back once a step: each depth's tokens feed the next on the device."""
+    steps = count_host_reads(monkeypatch, MtpDrafter, "run", lambda jobs, hidden: max(
+        (j.num_drafts for j in jobs), default=0))
+    LLM(ckpt, mtp_nextn=3, device="cpu").generate(PROMPTS, MIXED)
+    assert any(depth == 3 for depth, _ in steps)
+    assert all(r == ["tolist"] for depth, r in steps if depth), steps
 
 
 def _random_step(g, vocab: int, batch: int, greedy_every: int = 4):
@@ -136,7 +150,7 @@ def test_batched_rejection_sampling_keeps_the_target_distribution():
 
 def test_draw_is_multinomial_s_draw_without_its_host_reads():
     """draw() picks what torch.multinomial(probs, 1) picks from the same generator state, and
-    sample() returns every row's token in one host read."""
+    sample() keeps every row's token on the device."""
     probs = torch.softmax(torch.randn(6, 30, generator=torch.Generator().manual_seed(0)), dim=-1)
     a, b = torch.Generator().manual_seed(5), torch.Generator().manual_seed(5)
     for _ in range(50):
@@ -145,6 +159,7 @@ def test_draw_is_multinomial_s_draw_without_its_host_reads():
     params = [SamplingParams(), SamplingParams(temperature=1.0), SamplingParams(temperature=0.5, top_k=3)]
     gens = [None, torch.Generator().manual_seed(1), torch.Generator().manual_seed(2)]
     tokens, dists = sample(probs[:3].log(), params, gens)
+    tokens = tokens.tolist()
     assert tokens[0] == int(probs[0].argmax()) and dists[0] is None
     ref = [torch.Generator().manual_seed(1), torch.Generator().manual_seed(2)]
     assert tokens[1:] == [int(torch.multinomial(dists[i], 1, generator=ref[i - 1])) for i in (1, 2)]
