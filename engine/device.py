@@ -8,6 +8,7 @@ Decode attention: the Triton kernel on CUDA, SDPA on CPU; `TRTX_ATTENTION=triton
 """
 from __future__ import annotations
 
+import importlib.util
 import os
 
 import psutil
@@ -32,11 +33,7 @@ def attention_backend(device: torch.device) -> str:
         return forced
     if device.type != "cuda":
         return "sdpa"
-    try:
-        import triton  # noqa: F401  (CUDA builds of torch ship it)
-    except ImportError:
-        return "sdpa"
-    return "triton"
+    return "triton" if importlib.util.find_spec("triton") else "sdpa"   # CUDA builds of torch ship it
 
 
 def configure_device(device: torch.device) -> None:

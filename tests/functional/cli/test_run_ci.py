@@ -183,7 +183,7 @@ def test_a_signal_stops_the_test_and_ends_with_a_report(tmp_path, sig):
     _, alive = psutil.wait_procs(children, timeout=10)
     assert not alive, f"left behind: {[p.cmdline() for p in alive]}"
     log, summary = log_and_summary(out)
-    stopped = f"ERROR    suite/test_run.py::test_hangs ("
+    stopped = "ERROR    suite/test_run.py::test_hangs ("
     assert log[-1].startswith(stopped) and log[-1].endswith(f"): interrupted by {sig.name}")
     assert any(line.startswith(stopped) for line in summary) and summary[-1] == "error: 2  passed: 1  total: 3"
     cases = {c.get("name"): c for c in ET.parse(results / "junit.xml").getroot().iter("testcase")}
