@@ -71,9 +71,7 @@ def paged_attention(q: torch.Tensor, kv: torch.Tensor, kv_cache: torch.Tensor, m
     for p in meta.prefills:
         keys, values = _gather(kv_cache, p.blocks, 1, p.kv_len, kv_heads)
         mask = p.window_mask if sliding else p.mask
-        out = F.scaled_dot_product_attention(
-            q[p.start:p.end].transpose(0, 1).unsqueeze(0), keys, values,
-            attn_mask=mask, is_causal=mask is None, enable_gqa=kv_heads != num_heads)   # [1, H, n, Dh]
+        out = _sdpa(q[p.start:p.end].transpose(0, 1).unsqueeze(0), keys, values, mask, causal=mask is None)  # [1, H, n, Dh]
         parts.append(out[0].transpose(0, 1).reshape(p.end - p.start, num_heads * head_dim))
     return parts[0] if len(parts) == 1 else torch.cat(parts)
 
@@ -107,9 +105,21 @@ def _sdpa_decode(q: torch.Tensor, kv_cache: torch.Tensor, d: DecodeMeta, window:
         if window:
             mask &= k_pos > q_pos - window
         mask = mask[:, None]                                                             # over heads
-    out = F.scaled_dot_product_attention(q.view(seqs, q_len, num_heads, head_dim).transpose(1, 2), keys, values,
-                                         attn_mask=mask, enable_gqa=kv_heads != num_heads)   # [S, H, Q, Dh]
+    out = _sdpa(q.view(seqs, q_len, num_heads, head_dim).transpose(1, 2), keys, values, mask, causal=False)  # [S, H, Q, Dh]
     return out.transpose(1, 2)
+
+
+def _sdpa(q: torch.Tensor, keys: torch.Tensor, values: torch.Tensor, mask: torch.Tensor | None,
+          causal: bool) -> torch.Tensor:
+    """SDPA over [B, H, n, D] queries and [B, Hkv, K, D] keys and values.
+    On CUDA (cuDNN off, device.configure_device) the kernel that takes a mask, the memory-efficient
+    one, does not take grouped heads: there a masked call gets the keys repeated per query head
+    rather than falling back to the math kernel, which materialises every score."""
+    gqa = keys.shape[1] != q.shape[1]
+    if gqa and mask is not None and q.is_cuda:
+        group = q.shape[1] // keys.shape[1]
+        keys, values, gqa = keys.repeat_interleave(group, dim=1), values.repeat_interleave(group, dim=1), False
+    return F.scaled_dot_product_attention(q, keys, values, attn_mask=mask, is_causal=causal, enable_gqa=gqa)
 
 
 def _gather(kv_cache, blocks, batch, kv_len, kv_heads):

@@ -8,11 +8,13 @@ Decode attention: the Triton kernel on CUDA, SDPA on CPU; `TRTX_ATTENTION=triton
 """
 from __future__ import annotations
 
-import importlib.util
+import importlib
 import os
 
 import psutil
 import torch
+
+from .errors import ConfigError
 
 
 def select_device(local_rank: int = 0) -> torch.device:
@@ -29,11 +31,17 @@ def attention_backend(device: torch.device) -> str:
     forced = os.environ.get("TRTX_ATTENTION")
     if forced:
         if forced not in ("triton", "sdpa"):
-            raise ValueError(f"TRTX_ATTENTION={forced!r}: expected 'triton' or 'sdpa'")
+            raise ConfigError(f"TRTX_ATTENTION={forced!r}: expected 'triton' or 'sdpa'")
+        if forced == "triton" and device.type != "cuda" and os.environ.get("TRITON_INTERPRET") != "1":
+            raise ConfigError("TRTX_ATTENTION=triton on CPU ranks needs TRITON_INTERPRET=1 (Triton's interpreter)")
         return forced
     if device.type != "cuda":
         return "sdpa"
-    return "triton" if importlib.util.find_spec("triton") else "sdpa"   # CUDA builds of torch ship it
+    try:
+        importlib.import_module("triton")   # CUDA builds of torch ship it; one that fails to import is no backend
+    except ImportError:
+        return "sdpa"
+    return "triton"
 
 
 def configure_device(device: torch.device) -> None:
@@ -42,6 +50,15 @@ def configure_device(device: torch.device) -> None:
     flash and memory-efficient SDPA kernels, which plan nothing, are used instead."""
     if device.type == "cuda":
         torch.backends.cuda.enable_cudnn_sdp(False)
+
+
+def to_device(host, device: torch.device, dtype: torch.dtype = torch.long) -> torch.Tensor:
+    """Host data (a list, or a tensor built on the host) on `device` without waiting for the
+    device: CUDA stages a pageable source before the copy call returns, so the source may change
+    at once, while a blocking copy (or indexing a CUDA tensor with a Python list) would wait for
+    every kernel queued before it. Every step's host-to-device copy goes through here."""
+    tensor = host if isinstance(host, torch.Tensor) else torch.tensor(host, dtype=dtype)
+    return tensor.to(device, non_blocking=True)
 
 
 def share_cpu_cores(device: torch.device, local_world_size: int) -> None:

@@ -7,9 +7,10 @@ n sequences is padded to the smallest captured size >= n with sequences of the n
 (prepare's `pad`), its inputs copied into the static buffers, and the graph replayed.
 
 Nothing in a graph depends on the model's length: the static block tables are as wide as the
-longest sequence could need (ints, filled up with the null block), and the decode attention reads
-each sequence's keys only up to its length (seq_lens, a tensor), so one capture per batch size
-serves every length and costs what the real lengths cost (attention.py, triton_decode.py).
+longest sequence could need (ints, filled up with the null block), and the Triton decode attention
+reads each sequence's keys only up to its length (seq_lens, a tensor), so one capture per batch
+size serves every length and costs what the real lengths cost (attention.py, triton_decode.py).
+The SDPA fallback on CUDA (no Triton) pads a graph's keys to the tables' width instead.
 
 On CUDA the capture is a CUDA graph, and `memory` records what each capture added to the graph
 pool. CPU has no graph API: there the same static buffers run through an eager forward on each
@@ -76,12 +77,16 @@ class DecodeGraphs:
             self.memory[num_seqs] = 0
             return
         torch.cuda.synchronize()
-        before = torch.cuda.memory_reserved(self.runner.device)
         side = torch.cuda.Stream()
         side.wait_stream(torch.cuda.current_stream())
         with torch.cuda.stream(side):      # first use outside the graph: lazy inits, NCCL's included
             self.runner.forward(inputs)
         torch.cuda.current_stream().wait_stream(side)
+        # The capture empties the allocator's cache first (torch.cuda.graph does): so does the
+        # measurement, so that only the pool's growth counts.
+        torch.cuda.synchronize()
+        torch.cuda.empty_cache()
+        before = torch.cuda.memory_reserved(self.runner.device)
         graph = torch.cuda.CUDAGraph()
         with ExitStack() as stack:
             for comm in self.comms:       # the fingerprint check reads back to the host: not capturable

@@ -15,7 +15,7 @@ from collections import Counter
 
 import torch
 
-from .device import attention_backend, configure_device, default_kv_cache_bytes
+from .device import attention_backend, configure_device, default_kv_cache_bytes, to_device
 from .engine_config import EngineConfig
 from .graphs import DecodeGraphs
 from .kv_cache import BlockManager, allocate_kv_cache, kv_bytes_per_block
@@ -131,7 +131,7 @@ class ModelRunner:
         if not sampling:
             return
         reqs = [r.req for r in sampling]
-        rows = torch.tensor([row for r in sampling for row in r.rows()]).to(self.device, non_blocking=True)
+        rows = to_device([row for r in sampling for row in r.rows()], self.device)
         out = verify_batch(self.logits(hidden, rows), [req.draft_token_ids for req in reqs],
                            [torch.stack(req.draft_probs) if req.draft_token_ids and not req.params.greedy else None
                             for req in reqs],
@@ -185,5 +185,5 @@ class ModelRunner:
         return self.model(inputs.input_ids, self.kv_caches, inputs.meta, hidden, residual)
 
     @torch.inference_mode()
-    def logits(self, hidden: torch.Tensor, rows: list[int] | slice) -> torch.Tensor:
+    def logits(self, hidden: torch.Tensor, rows: list[int] | slice | torch.Tensor) -> torch.Tensor:
         return self.model.compute_logits(hidden[rows])

@@ -16,6 +16,7 @@ from torch import nn
 
 from .attention import AttentionMetadata
 from .config import ModelConfig
+from .device import to_device
 from .layers import RMSNorm, ShardedLinear, whole
 from .model import DecoderLayer, LlamaForCausalLM, layer_targets
 from .outputs import DraftJob, Drafts
@@ -82,9 +83,10 @@ class MtpDrafter:
             if depth > 0:     # draft d+1 at the position after draft d's: (own output there, draft d)
                 chunks = [SeqChunk([0], j.end + depth - 1, self.runner.blocks.tables[j.req.request_id])
                           for j, _ in drafting]
-                out, rows = self.forward(chunks, out, [[r] for _, r in drafting], tokens[keep])
+                out, rows = self.forward(chunks, out, [[r] for _, r in drafting],
+                                         tokens if len(keep) == len(tokens) else tokens[to_device(keep, tokens.device)])
                 drafting = [(j, r) for (j, _), r in zip(drafting, rows)]
-            logits = self.base.compute_logits(out[[r for _, r in drafting]])
+            logits = self.base.compute_logits(out.index_select(0, to_device([r for _, r in drafting], out.device)))
             reqs = [j.req for j, _ in drafting]
             tokens, probs = sample(logits, [r.params for r in reqs], [r.generator for r in reqs])
             depths.append(([j for j, _ in drafting], tokens, probs))
@@ -109,6 +111,6 @@ class MtpDrafter:
         for chunk, rows, last in zip(chunks, source_rows, inputs.last_index):
             first = last - len(chunk.token_ids) + 1
             perm[first:last + 1] = rows
-        hidden_in = source.index_select(0, torch.tensor(perm, device=source.device))
+        hidden_in = source.index_select(0, to_device(perm, source.device))
         out = self.module(self.base, hidden_in, inputs.input_ids, self.kv_cache, inputs.meta)
         return out, inputs.last_index

@@ -20,6 +20,7 @@ from typing import Callable
 import torch
 
 from .attention import AttentionMetadata, DecodeMeta, PrefillMeta
+from .device import to_device
 from .kv_cache import NULL_BLOCK
 
 MAX_DECODE_LEN = 16     # longest chunk that may join the batched decode attention
@@ -163,7 +164,7 @@ def _tokens(layout: Layout, out: dict) -> None:
         slots += [c.block_table[p // bs] * bs + p % bs for p in pos]
         last_index[i] = len(input_ids) - 1
     if input_ids:     # one host-to-device copy for the three
-        packed = _to_device(torch.tensor([input_ids, positions, slots], dtype=torch.long), layout.device)
+        packed = to_device([input_ids, positions, slots], layout.device)
         for name, row in zip(("input_ids", "positions", "slot_mapping"), packed):
             out[name].copy_(row)
 
@@ -179,12 +180,13 @@ def _decode_attention(layout: Layout, out: dict) -> None:
     # what the lengths need, never the model length.
     width = max(len(c.block_table) for c in seqs)
     lens = [c.start + q for c in seqs]
-    flat = lens + [b for c in seqs for b in c.block_table + [NULL_BLOCK] * (width - len(c.block_table))]
-    packed = _to_device(torch.tensor(flat, dtype=torch.long), layout.device)   # one copy, two views
+    tables_at = len(lens) + len(lens) % 2       # 16-byte aligned, as the Triton kernel is compiled for
+    flat = lens + [0] * (tables_at - len(lens)) + [b for c in seqs for b in c.block_table + [NULL_BLOCK] * (width - len(c.block_table))]
+    packed = to_device(flat, layout.device)     # one copy, two views
     # One query per sequence, all at the same position, no window cut: every cached key is
     # visible, no mask needed (batch-1 decoding, the latency case, skips building one).
     masked = bool(layout.pad) or q > 1 or min(lens) != max(lens) or bool(window and max(lens) > window)
-    out["decode"] = DecodeMeta(packed[len(seqs):].view(len(seqs), width), packed[:len(seqs)], q, masked,
+    out["decode"] = DecodeMeta(packed[tables_at:].view(len(seqs), width), packed[:len(seqs)], q, masked,
                                None if layout.pad else max(lens))
 
 
@@ -199,18 +201,11 @@ def _prefill_attention(layout: Layout, out: dict) -> None:
         q_pos = torch.arange(c.start, kv_len)[:, None]
         causal = k_pos <= q_pos
         mask = causal if c.start else None                    # None: plain causal, SDPA's own
-        window_mask = _to_device(causal & (k_pos > q_pos - window), dev) if window else None
+        window_mask = to_device(causal & (k_pos > q_pos - window), dev) if window else None
         blocks = torch.tensor(c.block_table[:-(-kv_len // bs)], dtype=torch.long)
-        out["prefills"].append(PrefillMeta(row, row + n, _to_device(blocks, dev), kv_len,
-                                           None if mask is None else _to_device(mask, dev), window_mask))
+        out["prefills"].append(PrefillMeta(row, row + n, to_device(blocks, dev), kv_len,
+                                           None if mask is None else to_device(mask, dev), window_mask))
         row += n
-
-
-def _to_device(host: torch.Tensor, device: torch.device) -> torch.Tensor:
-    """A host tensor built here, on the device without waiting for the device: CUDA stages a
-    pageable source before the call returns, so the copy is safe to queue behind the previous
-    step's work (a blocking copy would synchronise the stream)."""
-    return host.to(device, non_blocking=True)
 
 
 def synthetic_chunks(num_seqs: int, tokens_each: int, block_size: int) -> list[SeqChunk]:

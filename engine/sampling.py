@@ -55,7 +55,8 @@ def draw(probs: torch.Tensor, generator: torch.Generator | None) -> torch.Tensor
     """One token from `probs` [..., V] per row, as a device tensor (no host read): argmax(p / E)
     with E ~ Exp(1), which picks token i with probability p_i / sum(p). It is what
     torch.multinomial(probs, 1) computes for one sample, from the same draws of the generator, but
-    without multinomial's checks of the input, each a read back to the host."""
+    without multinomial's checks of the input, each a read back to the host (so NaN probabilities,
+    e.g. from NaN logits, give some token instead of an error)."""
     return (probs / torch.empty_like(probs).exponential_(generator=generator)).argmax(dim=-1)
 
 

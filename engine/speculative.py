@@ -18,6 +18,7 @@ from dataclasses import dataclass, field
 
 import torch
 
+from .device import to_device
 from .sampling import SamplingParams, draw, filtered_probs
 
 
@@ -84,8 +85,8 @@ def verify_batch(logits: torch.Tensor, drafts: list[list[int]], draft_probs: lis
 
     logits [R, V] fp32: request b's K_b + 1 rows (at [t, d_1..d_K]) follow those of the requests
     before it; drafts[b]: its K_b drafts; draft_probs[b]: the distributions [K_b, V] they were
-    drawn from (None when greedy or K_b = 0); a sampling request draws from its own generator,
-    in the order of the scalar `verify` below (its K acceptance draws, then one token).
+    drawn from (None when greedy or K_b = 0); a sampling request draws from its own generator:
+    its K acceptance draws (uniform), then one token.
     Returns an int64 tensor [B, 2 + max K_b] on logits' device: per request, the number of drafts
     accepted n_b, then its new tokens (the accepted drafts and one more) in the next n_b + 1 columns."""
     device, counts = logits.device, [len(d) for d in drafts]
@@ -97,7 +98,7 @@ def verify_batch(logits: torch.Tensor, drafts: list[list[int]], draft_probs: lis
     for d, k in zip(drafts, counts):
         layout.append([offset + min(j, k) for j in range(k_max + 1)] + list(d) + [0] * (k_max - k) + [k])
         offset += k + 1
-    layout = torch.tensor(layout, dtype=torch.long).to(device, non_blocking=True)
+    layout = to_device(layout, device)
     rows, draft_ids, count = layout[:, :k_max + 1], layout[:, k_max + 1:2 * k_max + 1], layout[:, -1]
     if any(p.greedy for p in params):
         # Greedy: d_i survives while it is the argmax of p_{i-1}; the new tokens are then the
@@ -151,12 +152,3 @@ def verify(target_logits: torch.Tensor, drafts: list[int], draft_probs: torch.Te
     from (None when greedy). Returns (new tokens: the accepted drafts then one more, number of
     drafts accepted)."""
     return unpack(verify_batch(target_logits, [drafts], [draft_probs], [params], [generator]).tolist())[0]
-
-
-def accept_greedy(target: list[int], drafts: list[int]) -> tuple[list[int], int]:
-    """Greedy verification from the target's argmax at [t, d_1..d_K], on the host: the rule
-    verify_batch applies on the device to every greedy request of a step."""
-    n = 0
-    while n < len(drafts) and drafts[n] == target[n]:
-        n += 1
-    return drafts[:n] + [target[n]], n

@@ -40,12 +40,14 @@ CPU_SPLITS = 2          # off the GPU (Triton's interpreter) every program costs
 _LOG2E = 1.4426950408889634
 
 
-@triton.jit
+# Integer arguments that change from step to step (the batch's table width, the window, the split
+# count) are not specialised on: a new value must never compile a new kernel in the middle of serving.
+@triton.jit(do_not_specialize=["window", "block_size", "stride_tb", "q_len"])
 def _split_kv_kernel(q_ptr, cache_ptr, tables_ptr, lens_ptr, part_o_ptr, part_lse_ptr,
-                     scale_log2, window, block_size, kv_heads,
+                     scale_log2, window, block_size, kv_heads, q_len,
                      stride_qt, stride_qh, stride_cb, stride_co, stride_ch, stride_tb, stride_ls,
                      stride_pt, stride_ph, stride_ps, stride_lt, stride_lh,
-                     HEAD_DIM: tl.constexpr, Q_LEN: tl.constexpr, GROUP: tl.constexpr,
+                     HEAD_DIM: tl.constexpr, GROUP: tl.constexpr,
                      HAS_WINDOW: tl.constexpr, IEEE: tl.constexpr, UPCAST: tl.constexpr,
                      BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_D: tl.constexpr):
     seq = tl.program_id(0)
@@ -57,11 +59,11 @@ def _split_kv_kernel(q_ptr, cache_ptr, tables_ptr, lens_ptr, part_o_ptr, part_ls
 
     # Row r of this program: query token j = r // GROUP of the sequence, query head kvh*GROUP + r % GROUP.
     rows = tl.arange(0, BLOCK_M)
-    row_ok = rows < Q_LEN * GROUP
+    row_ok = rows < q_len * GROUP
     j = rows // GROUP
     head = kvh * GROUP + rows % GROUP
-    token = seq * Q_LEN + j
-    pos = seq_len - Q_LEN + j                                      # the query's position in its sequence
+    token = seq * q_len + j
+    pos = seq_len - q_len + j                                      # the query's position in its sequence
     d = tl.arange(0, BLOCK_D)
     d_ok = d < HEAD_DIM
     q = tl.load(q_ptr + token[:, None] * stride_qt + head[:, None] * stride_qh + d[None, :],
@@ -71,7 +73,7 @@ def _split_kv_kernel(q_ptr, cache_ptr, tables_ptr, lens_ptr, part_o_ptr, part_ls
 
     # The keys some query of this sequence may see: [kv_lo, seq_len); this split's run of them.
     if HAS_WINDOW:
-        kv_lo = tl.maximum(seq_len - Q_LEN + 1 - window, 0)
+        kv_lo = tl.maximum(seq_len - q_len + 1 - window, 0)
     else:
         kv_lo = 0
     run = tl.cdiv(tl.cdiv(seq_len - kv_lo, num_splits), BLOCK_N) * BLOCK_N
@@ -126,7 +128,7 @@ def _split_kv_kernel(q_ptr, cache_ptr, tables_ptr, lens_ptr, part_o_ptr, part_ls
     tl.store(part_lse_ptr + token * stride_lt + head * stride_lh + split, lse, mask=row_ok)
 
 
-@triton.jit
+@triton.jit(do_not_specialize=["num_splits"])
 def _merge_kernel(part_o_ptr, part_lse_ptr, out_ptr, num_splits,
                   stride_pt, stride_ph, stride_ps, stride_lt, stride_lh, stride_ot, stride_oh,
                   HEAD_DIM: tl.constexpr, BLOCK_S: tl.constexpr, BLOCK_D: tl.constexpr):
@@ -201,6 +203,8 @@ def paged_decode_attention(q, kv_cache, block_tables, seq_lens, q_len: int, scal
         return out
     if q.stride(-1) != 1:
         q = q.contiguous()
+    if block_tables.stride(1) != 1:        # the kernel walks a table's columns with stride 1
+        block_tables = block_tables.contiguous()
     if kv_cache.stride(-1) != 1 or out.stride(-1) != 1:
         raise ValueError("kv_cache and out need a contiguous last dimension")
     if num_splits is None:
@@ -211,20 +215,21 @@ def paged_decode_attention(q, kv_cache, block_tables, seq_lens, q_len: int, scal
     group = num_heads // kv_heads
     block_m = _pow2(q_len * group)
     block_d = _pow2(head_dim)
-    block_n = 64 if block_m * block_d <= 64 * 128 else 32     # keep the tiles within registers
+    small = block_m * block_d <= 64 * 128
+    block_n, warps = (64, 4) if small else (32, 8)           # keep the tiles within registers
     upcast = _INTERPRETED and q.dtype == torch.bfloat16
     part_o = torch.empty((rows, num_heads, num_splits, head_dim), dtype=torch.float32, device=q.device)
     part_lse = torch.empty((rows, num_heads, num_splits), dtype=torch.float32, device=q.device)
 
     _split_kv_kernel[(seqs, kv_heads, num_splits)](
         q, kv_cache, block_tables, seq_lens, part_o, part_lse,
-        float(scale) * _LOG2E, int(window) if window else 0, block_size, kv_heads,
+        float(scale) * _LOG2E, int(window) if window else 0, block_size, kv_heads, q_len,
         q.stride(0), q.stride(1), kv_cache.stride(0), kv_cache.stride(1), kv_cache.stride(2),
         block_tables.stride(0), seq_lens.stride(0),
         part_o.stride(0), part_o.stride(1), part_o.stride(2), part_lse.stride(0), part_lse.stride(1),
-        HEAD_DIM=head_dim, Q_LEN=q_len, GROUP=group, HAS_WINDOW=bool(window),
+        HEAD_DIM=head_dim, GROUP=group, HAS_WINDOW=bool(window),
         IEEE=q.dtype == torch.float32 or upcast, UPCAST=upcast, BLOCK_M=block_m, BLOCK_N=block_n, BLOCK_D=block_d,
-        num_warps=4, num_stages=2)
+        num_warps=warps, num_stages=2)
     _merge_kernel[(rows, num_heads)](
         part_o, part_lse, out, num_splits,
         part_o.stride(0), part_o.stride(1), part_o.stride(2), part_lse.stride(0), part_lse.stride(1),

@@ -45,6 +45,8 @@ def check_gpu_fit(config: EngineConfig) -> None:
 
     kind = torch.device(config.device).type if config.device is not None else select_device(0).type
     visible = torch.cuda.device_count() if kind == "cuda" else 0
+    if kind == "cuda" and config.device is not None:     # one named device: every rank would share it
+        visible = min(visible, 1)
     error = gpu_fit_error(config.world_size, visible, kind, layout_of(config), os.environ.get("CUDA_VISIBLE_DEVICES"))
     if error:
         raise UserError(error)

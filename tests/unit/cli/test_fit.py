@@ -84,3 +84,11 @@ def test_jobs_that_fit_reach_the_launcher(gpus, monkeypatch, tmp_path, visible, 
     config = EngineConfig(MODEL, tensor_parallel_size=2, device=device)
     with pytest.raises(LaunchReached):
         evaluate_on_ranks(config, MODEL / "eval.jsonl", 60, tmp_path, 1)
+
+
+def test_one_named_cuda_device_is_one_gpu_for_every_rank(gpus, tmp_path):
+    """device="cuda:0" puts every rank on that GPU, however many are visible."""
+    gpus(2)
+    config = EngineConfig(MODEL, tensor_parallel_size=2, device="cuda:0")
+    with pytest.raises(UserError, match=r"^tp 2 x pp 1 = 2 ranks need 2 GPUs, 1 visible;"):
+        evaluate_on_ranks(config, MODEL / "eval.jsonl", 60, tmp_path, 1)

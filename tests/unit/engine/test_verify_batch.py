@@ -10,7 +10,7 @@ from trtx.engine import LLM, SamplingParams
 from trtx.engine.model_runner import ModelRunner
 from trtx.engine.mtp import MtpDrafter
 from trtx.engine.sampling import draw, filtered_probs, sample
-from trtx.engine.speculative import unpack, verify, verify_batch
+from trtx.engine.speculative import unpack, verify_batch
 
 # Every way a tensor's value reaches Python: each is a host synchronisation on a GPU.
 HOST_READS = ("tolist", "item", "__float__", "__int__", "__bool__", "__index__", "cpu", "numpy")
@@ -87,8 +87,29 @@ def _random_step(g, vocab: int, batch: int, greedy_every: int = 4):
     return logits, counts, drafts, probs, params
 
 
-def test_each_request_matches_its_own_scalar_verification():
-    """verify_batch's row of a request equals verify() on that request alone with the same
+def scalar_verify(logits, drafts, draft_probs, params, generator):
+    """The rule as written before verification moved to the device, draft by draft on the host
+    (and the oracle verify_batch is held to): accept d_i if u_i < p(d_i) / q(d_i), else draw from
+    the residual max(0, p - q) renormalised; all accepted: a bonus token from p_K."""
+    k = len(drafts)
+    if params.greedy:
+        target = logits.argmax(dim=-1).tolist()
+        n = 0
+        while n < k and drafts[n] == target[n]:
+            n += 1
+        return drafts[:n] + [target[n]], n
+    p = filtered_probs(logits, params)
+    u = torch.rand(k, generator=generator).tolist() if k else []
+    for i, d in enumerate(drafts):
+        if u[i] >= float(p[i, d]) / max(float(draft_probs[i, d]), 1e-30):
+            residual = (p[i] - draft_probs[i]).clamp(min=0)
+            dist = residual / float(residual.sum()) if float(residual.sum()) > 0 else p[i]
+            return drafts[:i] + [int(torch.multinomial(dist, 1, generator=generator))], i
+    return drafts + [int(torch.multinomial(p[k], 1, generator=generator))], k
+
+
+def test_each_request_matches_the_scalar_rule():
+    """verify_batch's row of a request equals the scalar rule on that request alone with the same
     generator state: a request's draws come from its generator only, whatever the batch."""
     g = torch.Generator().manual_seed(7)
     for trial in range(20):
@@ -97,8 +118,8 @@ def test_each_request_matches_its_own_scalar_verification():
         batched = unpack(verify_batch(logits, drafts, probs, params, gens).tolist())
         first = 0
         for b, k in enumerate(counts):
-            alone = verify(logits[first:first + k + 1], drafts[b], probs[b], params[b],
-                           torch.Generator().manual_seed(100 * trial + b))
+            alone = scalar_verify(logits[first:first + k + 1], drafts[b], probs[b], params[b],
+                                  torch.Generator().manual_seed(100 * trial + b))
             assert batched[b] == alone, (trial, b)
             first += k + 1
         # Seeded: the same generators' states give the same step.
