@@ -29,6 +29,7 @@ from __future__ import annotations
 
 from contextlib import ExitStack
 from dataclasses import dataclass
+from typing import Callable
 
 import torch
 
@@ -39,15 +40,25 @@ from .prepare import MetadataError, Padding, SeqChunk, StepInputs, synthetic_chu
 @dataclass
 class Captured:
     inputs: StepInputs                  # the static buffers a replay fills
+    side: torch.Tensor | None           # the static per-row side input (the MTP module's hidden states)
     hidden: torch.Tensor | None         # the graph's static output (CUDA; None on CPU, which runs a forward)
     graph: "torch.cuda.CUDAGraph | None"
 
 
-class DecodeGraphs:
-    """The captured decode graphs of one rank, by padded batch size."""
+# What a graph runs: the forward over the static inputs (and the side input, when it has one).
+Forward = Callable[[StepInputs, "torch.Tensor | None"], torch.Tensor]
 
-    def __init__(self, runner, q_len: int, max_model_len: int, comms: list, dp=None):
+
+class DecodeGraphs:
+    """The captured decode graphs of one rank, by padded batch size: of the target model's decode
+    step by default, or of any `forward` over decode-shaped inputs with a side input of
+    `side_width` per row (the MTP drafter's passes, engine/mtp.py)."""
+
+    def __init__(self, runner, q_len: int, max_model_len: int, comms: list, dp=None,
+                 forward: Forward | None = None, side_width: int | None = None):
         self.runner, self.q_len, self.comms, self.dp = runner, q_len, comms, dp
+        self.forward: Forward = forward or (lambda inputs, _side: runner.forward(inputs))
+        self.side_width = side_width
         self.blocks = runner.blocks.blocks_for(max_model_len)          # table width of the longest sequence
         self.graphs: dict[int, Captured] = {}
         self.memory: dict[int, int] = {}                               # bytes each capture added (CUDA)
@@ -69,19 +80,23 @@ class DecodeGraphs:
         wide = d.block_tables.new_full((num_seqs, self.blocks), NULL_BLOCK)
         wide[:, :d.block_tables.shape[1]] = d.block_tables
         d.block_tables = wide
+        side = None
+        if self.side_width is not None:
+            side = torch.zeros(num_seqs * self.q_len, self.side_width, dtype=self.runner.model_config.dtype,
+                               device=self.runner.device)
         if self.dp is not None:
             self.dp.fix([num_seqs * self.q_len] * self.dp.size)
         if not self.on_cuda:
-            self.runner.forward(inputs)    # what the capture runs on CUDA: the same collectives, once
-            self.graphs[num_seqs] = Captured(inputs, None, None)
+            self.forward(inputs, side)     # what the capture runs on CUDA: the same collectives, once
+            self.graphs[num_seqs] = Captured(inputs, side, None, None)
             self.memory[num_seqs] = 0
             return
         torch.cuda.synchronize()
-        side = torch.cuda.Stream()
-        side.wait_stream(torch.cuda.current_stream())
-        with torch.cuda.stream(side):      # first use outside the graph: lazy inits, NCCL's included
-            self.runner.forward(inputs)
-        torch.cuda.current_stream().wait_stream(side)
+        stream = torch.cuda.Stream()
+        stream.wait_stream(torch.cuda.current_stream())
+        with torch.cuda.stream(stream):    # first use outside the graph: lazy inits, NCCL's included
+            self.forward(inputs, side)
+        torch.cuda.current_stream().wait_stream(stream)
         # The capture empties the allocator's cache first (torch.cuda.graph does): so does the
         # measurement, so that only the pool's growth counts.
         torch.cuda.synchronize()
@@ -92,9 +107,9 @@ class DecodeGraphs:
             for comm in self.comms:       # the fingerprint check reads back to the host: not capturable
                 stack.enter_context(comm.unchecked())
             stack.enter_context(torch.cuda.graph(graph, pool=self.pool))
-            hidden = self.runner.forward(inputs)
+            hidden = self.forward(inputs, side)
         self.pool = graph.pool()
-        self.graphs[num_seqs] = Captured(inputs, hidden, graph)
+        self.graphs[num_seqs] = Captured(inputs, side, hidden, graph)
         torch.cuda.synchronize()
         self.memory[num_seqs] = torch.cuda.memory_reserved(self.runner.device) - before
 
@@ -107,20 +122,28 @@ class DecodeGraphs:
         fits = [size for size in self.graphs if size >= len(chunks)]
         return min(fits) if fits else 0
 
-    def replay(self, chunks: list[SeqChunk], size: int) -> tuple[torch.Tensor, list[int]]:
+    def replay(self, chunks: list[SeqChunk], size: int, side: torch.Tensor | None = None,
+               token_ids: torch.Tensor | None = None) -> tuple[torch.Tensor, list[int]]:
         """The batch through the graph of `size` sequences: (hidden states of the padded batch,
-        each chunk's last row), as `ModelRunner._forward` returns them."""
+        each chunk's last row), as `ModelRunner._forward` returns them. `side`: the side input's
+        rows of the given chunks (the padding's rows are zeroed); `token_ids`: device tokens that
+        replace the chunks' placeholder tokens, row for row (one-token chunks: MtpDrafter)."""
         captured = self.graphs[size]
         fresh = self.runner.prepare(chunks, "runtime", Padding(size, self.q_len, self.blocks))
         try:
             fresh.copy_into(captured.inputs)
         except MetadataError as e:
             raise MetadataError(f"graph of {size}: {e}") from None
+        if captured.side is not None:
+            captured.side[:len(side)].copy_(side)
+            captured.side[len(side):].zero_()
+        if token_ids is not None:
+            captured.inputs.input_ids[:len(token_ids)].copy_(token_ids)
         if self.dp is not None:
             self.dp.fix([size * self.q_len] * self.dp.size)
         if captured.graph is not None:
             captured.graph.replay()
             hidden = captured.hidden
         else:
-            hidden = self.runner.forward(captured.inputs)
+            hidden = self.forward(captured.inputs, captured.side)
         return hidden, fresh.last_index

@@ -86,7 +86,7 @@ class LLM:
             idle_iterations=[s.iteration for s in own if s.requests == 0],
             stats_from_ranks=sorted({s.rank for s in stats}), warmup=[list(item) for item in self.warmup_report],
             graphs=sorted(runner.graphs.graphs) if runner.graphs else [], forwards=dict(runner.forwards),
-            graph_memory={str(n): b for n, b in sorted(runner.graphs.memory.items())} if runner.graphs else {})
+            graph_memory=runner.graph_memory())
 
     def shutdown(self) -> None:
         """Leave the multi-rank job (a no-op on one rank)."""

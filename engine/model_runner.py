@@ -71,10 +71,14 @@ class ModelRunner:
         n_local = len(self.model.layers)
         self.blocks, self.kv_caches = blocks, kv[:n_local]
         if self.mtp is not None:
-            self.drafter = MtpDrafter(self.mtp, kv[n_local], self.model, self)
+            self.drafter = MtpDrafter(self.mtp, kv[n_local], self.model, self, self.config.mtp_nextn)
         if self.config.decode_graphs:
             comms = [self.parallel.tp.comm] if self.parallel.tp.comm is not None else []
             self.graphs = DecodeGraphs(self, 1 + self.config.mtp_nextn, cfg.max_position_embeddings, comms, self.dp)
+            # The drafter's passes too, where every rank drafts the same batch (not attention DP:
+            # its ranks draft their own requests)
+            if self.drafter is not None and self.dp is None:
+                self.drafter.capture_graphs(cfg.max_position_embeddings, comms)
 
     # -- one step ---------------------------------------------------------------------------------
 
@@ -157,6 +161,14 @@ class ModelRunner:
         hidden, last_index = self._forward(synthetic_chunks(num_seqs, tokens_each, self.blocks.block_size), "capture")
         if hidden is not None:
             self.logits(hidden, last_index)
+
+    def graph_memory(self) -> dict[str, int]:
+        """Bytes each captured graph added to its pool (CUDA; 0 on CPU): the decode step's by
+        padded size ("4"), the drafter's by pass and size ("mtp-catch-up-4", "mtp-draft-4")."""
+        if self.graphs is None:
+            return {}
+        out = {str(n): b for n, b in sorted(self.graphs.memory.items())}
+        return out | (self.drafter.graph_memory if self.drafter is not None else {})
 
     def activation_bytes(self, num_seqs: int, tokens_each: int) -> int:
         """A generous estimate of one forward's activations: the token-wise tensors of a layer, the

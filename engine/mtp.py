@@ -20,7 +20,9 @@ from .device import to_device
 from .layers import RMSNorm, ShardedLinear, whole
 from .model import DecoderLayer, LlamaForCausalLM, layer_targets
 from .outputs import DraftJob, Drafts
-from .prepare import SeqChunk
+from .graphs import DecodeGraphs
+from .kv_cache import NULL_BLOCK
+from .prepare import SeqChunk, StepInputs
 from .parallel import TensorParallel
 from .sampling import sample
 
@@ -57,10 +59,41 @@ class MtpDrafter:
     """Runs the MTP module: a batched catch-up pass whose last position of each request gives
     draft 1, then one single-token pass per further draft, the module reused and fed its own
     post-norm output. (One module, as DeepSeek-V3 ships: a module k > 1 would need its own
-    catch-up on drafted tokens, which this engine does not do; EngineConfig refuses such checkpoints.)"""
+    catch-up on drafted tokens, which this engine does not do; EngineConfig refuses such checkpoints.)
 
-    def __init__(self, module: MtpModule, kv_cache: torch.Tensor, base: LlamaForCausalLM, runner):
-        self.module, self.kv_cache, self.base, self.runner = module, kv_cache, base, runner
+    With decode graphs (`capture_graphs`) both passes replay captured graphs in the decode steps.
+    The catch-up of a decoding request covers its verified token and the n drafts accepted: 1 to
+    1 + nextn positions, a different count per request. It is padded to 1 + nextn positions (junk
+    tokens, its last hidden row repeated) so that one graph per batch size serves it: the padding
+    writes the module's cache at positions no query reads before they are written again (the
+    draft passes and the next catch-up start at the first of them), and beyond the request's
+    blocks it writes the null block."""
+
+    def __init__(self, module: MtpModule, kv_cache: torch.Tensor, base: LlamaForCausalLM, runner, nextn: int):
+        self.module, self.kv_cache, self.base, self.runner, self.nextn = module, kv_cache, base, runner, nextn
+        self.catch_up_graphs: DecodeGraphs | None = None
+        self.draft_graphs: DecodeGraphs | None = None       # depths 2..nextn
+
+    def capture_graphs(self, max_model_len: int, comms: list) -> None:
+        """Graphs for the catch-up (1 + nextn positions a sequence) and draft (one) passes; warmup
+        captures them per batch size with the target's (capture)."""
+        width = self.base.embed_tokens.weight.shape[1]
+        self.catch_up_graphs = DecodeGraphs(self.runner, 1 + self.nextn, max_model_len, comms,
+                                            forward=self._module_forward, side_width=width)
+        if self.nextn > 1:
+            self.draft_graphs = DecodeGraphs(self.runner, 1, max_model_len, comms,
+                                             forward=self._module_forward, side_width=width)
+
+    def capture(self, num_seqs: int) -> None:
+        for graphs in (self.catch_up_graphs, self.draft_graphs):
+            if graphs is not None:
+                graphs.capture(num_seqs)
+
+    @property
+    def graph_memory(self) -> dict[str, int]:
+        return {f"mtp-{name}-{size}": b for name, graphs in (("catch-up", self.catch_up_graphs),
+                                                             ("draft", self.draft_graphs))
+                if graphs is not None for size, b in graphs.memory.items()}
 
     @torch.inference_mode()
     def run(self, jobs: list[DraftJob], hidden: torch.Tensor) -> Drafts:
@@ -69,9 +102,7 @@ class MtpDrafter:
         jobs = [j for j in jobs if j.end > j.start]      # their drafts were consumed by the step
         if not jobs:
             return drafts
-        chunks = [SeqChunk(j.req.all_token_ids[j.start + 1:j.end + 1], j.start, self.runner.blocks.tables[j.req.request_id])
-                  for j in jobs]
-        out, last = self.forward(chunks, hidden, [j.hidden_rows for j in jobs])
+        out, last = self._catch_up(jobs, hidden)
         drafting = [(j, row) for j, row in zip(jobs, last) if j.num_drafts > 0]
         # Each depth's drafts stay on the device (the next depth's input tokens); all of them
         # come back to the host in one transfer at the end.
@@ -83,8 +114,8 @@ class MtpDrafter:
             if depth > 0:     # draft d+1 at the position after draft d's: (own output there, draft d)
                 chunks = [SeqChunk([0], j.end + depth - 1, self.runner.blocks.tables[j.req.request_id])
                           for j, _ in drafting]
-                out, rows = self.forward(chunks, out, [[r] for _, r in drafting],
-                                         tokens if len(keep) == len(tokens) else tokens[to_device(keep, tokens.device)])
+                previous = tokens if len(keep) == len(tokens) else tokens[to_device(keep, tokens.device)]
+                out, rows = self.forward(chunks, out, [[r] for _, r in drafting], previous, self.draft_graphs)
                 drafting = [(j, r) for (j, _), r in zip(drafting, rows)]
             logits = self.base.compute_logits(out.index_select(0, to_device([r for _, r in drafting], out.device)))
             reqs = [j.req for j, _ in drafting]
@@ -98,19 +129,48 @@ class MtpDrafter:
                 probs_so_far.append(prob)
         return drafts
 
+    def _catch_up(self, jobs: list[DraftJob], hidden: torch.Tensor) -> tuple[torch.Tensor, list[int]]:
+        """The catch-up pass: its output, and each job's last row in it. Padded to the catch-up
+        graphs' 1 + nextn positions when a graph fits the padded batch (see the class docstring)."""
+        q, tables = 1 + self.nextn, self.runner.blocks.tables
+        graphs = self.catch_up_graphs
+        if graphs is not None and all(j.end - j.start <= q for j in jobs):
+            bs = self.runner.blocks.block_size
+            chunks, rows = [], []
+            for j in jobs:
+                table = tables[j.req.request_id]
+                n, need = j.end - j.start, -(-(j.start + q) // bs)
+                chunks.append(SeqChunk(j.req.all_token_ids[j.start + 1:j.end + 1] + [0] * (q - n), j.start,
+                                       table + [NULL_BLOCK] * (need - len(table))))
+                rows.append(j.hidden_rows + [j.hidden_rows[-1]] * (q - n))
+            if graphs.size_for(chunks):
+                out, _ = self.forward(chunks, hidden, rows, graphs=graphs)
+                return out, [i * q + j.end - j.start - 1 for i, j in enumerate(jobs)]
+        chunks = [SeqChunk(j.req.all_token_ids[j.start + 1:j.end + 1], j.start, tables[j.req.request_id])
+                  for j in jobs]
+        return self.forward(chunks, hidden, [j.hidden_rows for j in jobs], graphs=graphs)
+
     def forward(self, chunks: list[SeqChunk], source: torch.Tensor, source_rows: list[list[int]],
-                token_ids: torch.Tensor | None = None):
-        """Run the module on the chunks, its hidden input gathered from `source`; returns the
-        output [T, d] and each chunk's last row in it. `token_ids` (one per chunk of one token,
-        on the device) replace the chunks' placeholder tokens: a draft depth's input is the
-        previous depth's drafts, never read back to the host."""
+                token_ids: torch.Tensor | None = None, graphs: DecodeGraphs | None = None):
+        """The module over the chunks, its hidden input the `source_rows` of `source`: a graph
+        replay where one fits, else eager. Returns the output [T, d] and each chunk's last row in
+        it. `token_ids` (one per chunk of one token, on the device) replace the chunks'
+        placeholder tokens: a draft depth's input is the previous depth's drafts, never read
+        back to the host."""
+        size = graphs.size_for(chunks) if graphs is not None else 0
+        if graphs is not None:       # the drafter's forwards are counted where it has graphs
+            self.runner.forwards[f"mtp-graph-{size}" if size else "mtp-eager"] += 1
+        if size:                     # a graph's rows: chunk after chunk, all of one length
+            side = source.index_select(0, to_device([r for rows in source_rows for r in rows], source.device))
+            return graphs.replay(chunks, size, side, token_ids)
         inputs = self.runner.prepare(chunks)
         if token_ids is not None:     # one-token chunks: flat rows in chunk order
             inputs.input_ids.copy_(token_ids)
-        perm = [0] * len(inputs.input_ids)
+        perm = [0] * len(inputs.input_ids)          # prepare may put chunks in another order
         for chunk, rows, last in zip(chunks, source_rows, inputs.last_index):
-            first = last - len(chunk.token_ids) + 1
-            perm[first:last + 1] = rows
-        hidden_in = source.index_select(0, to_device(perm, source.device))
-        out = self.module(self.base, hidden_in, inputs.input_ids, self.kv_cache, inputs.meta)
-        return out, inputs.last_index
+            perm[last - len(chunk.token_ids) + 1:last + 1] = rows
+        side = source.index_select(0, to_device(perm, source.device))
+        return self._module_forward(inputs, side), inputs.last_index
+
+    def _module_forward(self, inputs: StepInputs, side: torch.Tensor) -> torch.Tensor:
+        return self.module(self.base, side, inputs.input_ids, self.kv_cache, inputs.meta)

@@ -100,7 +100,10 @@ class RankInfo:
     stats_from_ranks: list[int] = field(default_factory=list)
     warmup: list[list[str]] = field(default_factory=list)      # [shape, "ran" or why skipped]
     # decode graphs: the sizes captured, and this rank's forwards by kind ("eager", "graph-N":
-    # replayed padded to N); under attention DP the same on every rank
+    # replayed padded to N; with MTP the drafter's passes, "mtp-eager" and "mtp-graph-N", where
+    # it has graphs: not under attention DP); under attention DP the same on every rank
     graphs: list[int] = field(default_factory=list)
     forwards: dict[str, int] = field(default_factory=dict)
-    graph_memory: dict[str, int] = field(default_factory=dict)  # bytes each graph's capture took, by size (CUDA; 0 on CPU)
+    # bytes each graph's capture added to its pool (CUDA; 0 on CPU): "N" the decode step's,
+    # "mtp-catch-up-N" and "mtp-draft-N" the drafter's
+    graph_memory: dict[str, int] = field(default_factory=dict)

@@ -79,6 +79,8 @@ def run(runner, config, parallel) -> list[tuple[str, str]]:
             runner.warm(shape.num_seqs, shape.tokens_each)
             if shape.kind == "decode" and runner.graphs is not None:
                 runner.graphs.capture(shape.num_seqs)
+                if runner.drafter is not None:
+                    runner.drafter.capture(shape.num_seqs)
         except torch.OutOfMemoryError as e:
             if comm is not None:          # peers are inside this shape's collectives: never alone
                 raise

@@ -153,6 +153,7 @@ def test_the_engine_on_the_triton_backend_generates_the_sdpa_tokens(monkeypatch)
     llm = LLM(MODELS_DIR / "tiny-arith", **options)
     got = llm.generate(prompts, params)
     assert llm.engine.runner.attention_backend == "triton"
-    assert any(kind.startswith("graph-") for kind in llm.engine.runner.forwards)
+    forwards = llm.engine.runner.forwards
+    assert any(kind.startswith("graph-") for kind in forwards) and any(kind.startswith("mtp-graph-") for kind in forwards)
     assert [o.outputs[0].token_ids for o in got] == [o.outputs[0].token_ids for o in want]
     assert [o.spec.as_dict() for o in got] == [o.spec.as_dict() for o in want]

@@ -91,6 +91,10 @@ def test_graphs_generate_the_eager_tokens(nextn):
     forwards = graphs.ranks[0].forwards
     assert forwards["eager"] > 0                                   # prefills
     assert len([kind for kind in forwards if kind.startswith("graph-")]) >= 2, forwards
+    if nextn:      # the drafter's catch-up and draft passes replay graphs of their own
+        replays = {kind: n for kind, n in forwards.items() if kind.startswith("mtp-graph-")}
+        assert sum(replays.values()) > forwards.get("mtp-eager", 0), forwards
+        assert {"mtp-catch-up-1", "mtp-draft-1"} <= set(graphs.ranks[0].graph_memory), graphs.ranks[0].graph_memory
 
 
 def test_graphs_at_a_long_model_length_read_keys_only_up_to_each_sequence(tmp_path, monkeypatch):
