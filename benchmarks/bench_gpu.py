@@ -287,7 +287,7 @@ def run_row(key: str, model_dir: Path, prompts: dict, res: Results, args, device
                 continue
             if key != "eager":
                 forwards = {k: v - before.get(k, 0) for k, v in llm.rank_info().forwards.items()}
-                total = sum(forwards.values())
+                total = sum(n for kind, n in forwards.items() if not kind.startswith("mtp-"))   # the target's
                 cell["replayed"] = 1 - forwards.get("eager", 0) / total if total else 0.0
             tokens = cell.pop("tokens")
             for other in ("hf", "eager"):
