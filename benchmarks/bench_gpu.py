@@ -43,7 +43,6 @@ from __future__ import annotations
 
 import argparse
 import gc
-import importlib.util
 import json
 import platform
 import random
@@ -55,7 +54,8 @@ from pathlib import Path
 
 import torch
 
-CHECKPOINTS = Path(__file__).resolve().parents[1] / "tests" / "helpers" / "checkpoints.py"
+from bench_generate import checkpoints     # tests/helpers/checkpoints.py, loaded by its path
+
 
 # The benchmark model of each size (Llama; head_dim = hidden / heads; untied lm_head).
 MODELS = {
@@ -85,15 +85,6 @@ ROWS = {                                     # key: label
 }
 BANDWIDTH_GBS = [("H200", 4800.0), ("H100 80GB HBM3", 3350.0), ("H100 SXM", 3350.0)]   # name contains -> GB/s
 SKIPPABLE = ["hf", "eager", "graphs", "long", "bf16-agreement", "fp32-agreement", "bundled"]
-
-
-def checkpoints():
-    """tests/helpers/checkpoints.py (random checkpoints written by transformers), loaded by its path."""
-    spec = importlib.util.spec_from_file_location("bench_checkpoints", CHECKPOINTS)
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module           # as an import would (dataclasses look it up there)
-    spec.loader.exec_module(module)
-    return module
 
 
 # -- results: printed as they come, written to --out after every measurement -------------------------

@@ -93,6 +93,9 @@ def verify_batch(logits: torch.Tensor, drafts: list[list[int]], draft_probs: lis
     k_max = max(counts, default=0)
     if not drafts:
         return torch.empty((0, 2), dtype=torch.long, device=device)
+    if k_max == 0 and all(p.greedy for p in params):     # plain greedy decoding: the argmax alone
+        target = logits.argmax(dim=-1)
+        return torch.stack([torch.zeros_like(target), target], dim=1)
     # Each request's rows (its last one repeated as padding), drafts and count, in one copy.
     layout, offset = [], 0
     for d, k in zip(drafts, counts):
