@@ -478,7 +478,7 @@ def print_table(res: Results, args) -> None:
                              f"+{(mem[key]['allocated'] - mem['eager']['allocated']) / 2**20:.0f} MiB allocated "
                              f"over eager")
         figures = [f"max pos {args.max_pos if k == 'graphs' else args.long_max_pos}: "
-                   + ", ".join(f"batch {n} {b / 2**20:.0f} MiB" for n, b in mem[k]["engine_graph_memory"].items())
+                   + ", ".join(f"{'batch ' + n if n.isdigit() else n} {b / 2**20:.0f} MiB" for n, b in mem[k]["engine_graph_memory"].items())
                    for k in ("graphs", "long") if mem.get(k, {}).get("engine_graph_memory")]
         engine = "; ".join(figures) or "n/a"
         print(f"graph memory: {'; '.join(parts) or 'n/a (CUDA only)'}; the engine's own figure: {engine}")
