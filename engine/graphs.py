@@ -126,10 +126,10 @@ class DecodeGraphs:
                token_ids: torch.Tensor | None = None) -> tuple[torch.Tensor, list[int]]:
         """The batch through the graph of `size` sequences: (hidden states of the padded batch,
         each chunk's last row), as `ModelRunner._forward` returns them. `side`: the side input's
-        rows of the given chunks (the padding's rows are zeroed); `token_ids`: device tokens that
-        replace the chunks' placeholder tokens, row for row (one-token chunks: MtpDrafter)."""
+        rows of the given chunks (the padding's rows are zeroed); `token_ids`: device tokens of
+        one-token chunks (prepare's token_ids: the MtpDrafter's draft passes)."""
         captured = self.graphs[size]
-        fresh = self.runner.prepare(chunks, "runtime", Padding(size, self.q_len, self.blocks))
+        fresh = self.runner.prepare(chunks, "runtime", Padding(size, self.q_len, self.blocks), token_ids)
         try:
             fresh.copy_into(captured.inputs)
         except MetadataError as e:
@@ -137,8 +137,6 @@ class DecodeGraphs:
         if captured.side is not None:
             captured.side[:len(side)].copy_(side)
             captured.side[len(side):].zero_()
-        if token_ids is not None:
-            captured.inputs.input_ids[:len(token_ids)].copy_(token_ids)
         if self.dp is not None:
             self.dp.fix([size * self.q_len] * self.dp.size)
         if captured.graph is not None:

@@ -182,13 +182,14 @@ class ModelRunner:
 
     # -- the forward's parts ------------------------------------------------------------------------
 
-    def prepare(self, chunks: list[SeqChunk], path: str = "runtime", pad: Padding | None = None) -> StepInputs:
+    def prepare(self, chunks: list[SeqChunk], path: str = "runtime", pad: Padding | None = None,
+                token_ids: torch.Tensor | None = None) -> StepInputs:
         """The forward's tensors and metadata (engine/prepare.py); path "capture" is a batch
         synthesised for warmup or graph capture, which the drop_prepare_hook fault can hobble;
-        `pad`: in a captured graph's static shapes."""
+        `pad`: in a captured graph's static shapes; `token_ids`: device tokens of one-token chunks."""
         fault = self.prepare_fault if path == "capture" else None
         return prepare(chunks, self.blocks.block_size, self.model_config.sliding_window, self.device, path,
-                       frozenset([fault.arg]) if fault else frozenset(), pad, self.attention_backend)
+                       frozenset([fault.arg]) if fault else frozenset(), pad, self.attention_backend, token_ids)
 
     @torch.inference_mode()
     def forward(self, inputs: StepInputs, hidden: torch.Tensor | None = None, residual: torch.Tensor | None = None):

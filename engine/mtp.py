@@ -163,9 +163,7 @@ class MtpDrafter:
         if size:                     # a graph's rows: chunk after chunk, all of one length
             side = source.index_select(0, to_device([r for rows in source_rows for r in rows], source.device))
             return graphs.replay(chunks, size, side, token_ids)
-        inputs = self.runner.prepare(chunks)
-        if token_ids is not None:     # one-token chunks: flat rows in chunk order
-            inputs.input_ids.copy_(token_ids)
+        inputs = self.runner.prepare(chunks, token_ids=token_ids)
         perm = [0] * len(inputs.input_ids)          # prepare may put chunks in another order
         for chunk, rows, last in zip(chunks, source_rows, inputs.last_index):
             perm[last - len(chunk.token_ids) + 1:last + 1] = rows

@@ -91,6 +91,7 @@ class Layout:
     window: int | None
     device: torch.device
     pad: Padding | None = None
+    token_ids: torch.Tensor | None = None     # device tokens of the first chunks (prepare's token_ids)
     num_tokens: int = field(init=False)
 
     def __post_init__(self):
@@ -117,12 +118,17 @@ def hook(name: str, produces: tuple[str, ...]):
 
 def prepare(chunks: list[SeqChunk], block_size: int, window: int | None, device: torch.device,
             path: str = "runtime", dropped: frozenset[str] = frozenset(), pad: Padding | None = None,
-            backend: str = "sdpa") -> StepInputs:
+            backend: str = "sdpa", token_ids: torch.Tensor | None = None) -> StepInputs:
     """Run every registered hook over the chunks (except those in `dropped`, a fault) and check
     that every field was produced. With `pad`, every chunk must be pad.q_len tokens long; the
     batch is filled up to pad.num_seqs (last_index still lists the given chunks only). `backend`:
-    the decode attention's (attention.py)."""
+    the decode attention's (attention.py). `token_ids`: one device token per given chunk, each of
+    one token, replacing its host token (the MTP drafter's next depth reads the previous depth's
+    drafts without a read back to the host)."""
     given = len(chunks)
+    if token_ids is not None and (len(token_ids) != given or any(len(c.token_ids) != 1 for c in chunks)):
+        raise ValueError(f"token_ids replace one token per chunk: {len(token_ids)} for chunk lengths "
+                         f"{[len(c.token_ids) for c in chunks]}")
     if pad is not None:
         if given > pad.num_seqs or any(len(c.token_ids) != pad.q_len for c in chunks):
             raise ValueError(f"a padded decode batch takes up to {pad.num_seqs} chunks of {pad.q_len} tokens, "
@@ -132,7 +138,7 @@ def prepare(chunks: list[SeqChunk], block_size: int, window: int | None, device:
     decode_len = pad.q_len if pad else short.most_common(1)[0][0] if short else 1
     order = sorted(range(len(chunks)), key=lambda i: len(chunks[i].token_ids) != decode_len)   # stable
     layout = Layout(chunks, order, decode_len, sum(len(c.token_ids) == decode_len for c in chunks),
-                    block_size, window, device, pad)
+                    block_size, window, device, pad, token_ids)
     zeros = torch.zeros(layout.num_tokens, dtype=torch.long, device=device)
     out = {"input_ids": zeros, "positions": zeros.clone(), "slot_mapping": zeros.clone(),
            "last_index": [0] * len(chunks), "decode": None, "prefills": []}
@@ -167,6 +173,8 @@ def _tokens(layout: Layout, out: dict) -> None:
         packed = to_device([input_ids, positions, slots], layout.device)
         for name, row in zip(("input_ids", "positions", "slot_mapping"), packed):
             out[name].copy_(row)
+    if layout.token_ids is not None:      # one-token chunks: the given ones lead, in order
+        out["input_ids"][:len(layout.token_ids)].copy_(layout.token_ids)
 
 
 @hook("decode_attention", ("decode",))
