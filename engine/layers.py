@@ -18,11 +18,22 @@ class RMSNorm(nn.Module):
         self.weight = nn.Parameter(torch.ones(size, dtype=dtype), requires_grad=False)
         self.eps = eps
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, triton: bool = False) -> torch.Tensor:
+        return self.add(x, None, triton)[0]
+
+    def add(self, x: torch.Tensor, residual: torch.Tensor | None,
+            triton: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
+        """(norm(x + residual), x + residual); without a residual (norm(x), x). triton: one fused
+        kernel (engine/triton_fused.py) for what the torch ops below do in four to six."""
+        if triton:
+            from .triton_fused import add_rms_norm      # triton: only where it runs
+            return add_rms_norm(x, residual, self.weight, self.eps)
+        if residual is not None:
+            x = x + residual
         if x.dtype == torch.float32:        # one fused call: the per-op cost dominates small batches
-            return F.rms_norm(x, x.shape[-1:], self.weight, self.eps)
+            return F.rms_norm(x, x.shape[-1:], self.weight, self.eps), x
         # Normalise in fp32 and cast back before the weight, as the reference implementation does.
-        return self.weight * F.rms_norm(x.float(), x.shape[-1:], eps=self.eps).to(x.dtype)
+        return self.weight * F.rms_norm(x.float(), x.shape[-1:], eps=self.eps).to(x.dtype), x
 
     def load(self, shard: str | None, tensor: torch.Tensor) -> None:
         _copy_checked(self.weight, tensor)
@@ -49,6 +60,24 @@ def apply_rotary(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch
     half = x.shape[-1] // 2
     rotated = torch.cat([-x[..., half:], x[..., :half]], dim=-1)
     return x * cos + rotated * sin
+
+
+def rotary_(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor, triton: bool = False) -> None:
+    """apply_rotary written back into x (a view: the rows may be strided); triton: one kernel."""
+    if triton:
+        from .triton_fused import rotary_ as fused
+        fused(x, cos, sin)
+    else:
+        x.copy_(apply_rotary(x, cos, sin))
+
+
+def silu_and_mul(gate_up: torch.Tensor, triton: bool = False) -> torch.Tensor:
+    """[T, 2 * inter] (gate, then up) -> silu(gate) * up; triton: one kernel."""
+    if triton:
+        from .triton_fused import silu_and_mul as fused
+        return fused(gate_up)
+    gate, up = gate_up.chunk(2, dim=-1)
+    return F.silu(gate) * up
 
 
 class ShardedLinear(nn.Module):

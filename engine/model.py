@@ -16,7 +16,7 @@ from torch.nn import functional as F
 
 from .attention import AttentionMetadata, paged_attention
 from .config import ModelConfig, rope_inv_freq
-from .layers import RMSNorm, RotaryEmbedding, ShardedLinear, TokenEmbedding, apply_rotary, whole
+from .layers import RMSNorm, RotaryEmbedding, ShardedLinear, TokenEmbedding, rotary_, silu_and_mul, whole
 from .parallel import AttentionDataParallel, RankMapping, TensorParallel, even_slice, head_shard, stage_layers
 
 
@@ -40,7 +40,7 @@ class Attention(nn.Module):
         # q and k are rotated together, written back in place, and k, v then sit side by side in
         # the layout the cache stores: one rotation, one cache write, no concatenation.
         qk = qkv[:, :self.q_size + self.kv_size].view(tokens, heads + kv_heads, dim)
-        qk.copy_(apply_rotary(qk, *rope))
+        rotary_(qk, *rope, triton=meta.backend == "triton")
         q = qkv[:, :self.q_size].view(tokens, heads, dim)
         kv = qkv[:, self.q_size:].view(tokens, 2 * kv_heads, dim)
         return self.tp.all_reduce(self.o_proj(paged_attention(q, kv, kv_cache, meta, self.sliding)))
@@ -56,11 +56,10 @@ class MLP(nn.Module):
         self.down_proj = ShardedLinear(full, [whole(None, cfg.hidden_size)], bias=cfg.mlp_bias, dtype=cfg.dtype,
                                        in_slice=(start, self.inter), add_bias=tp.rank == 0)
 
-    def forward(self, x):
+    def forward(self, x, triton: bool = False):
         if self.dp is not None:          # attention DP: this rank's share of every rank's tokens
             x = self.dp.gather(x)
-        gate, up = self.gate_up_proj(x).split([self.inter, self.inter], dim=-1)
-        out = self.tp.all_reduce(self.down_proj(F.silu(gate) * up))
+        out = self.tp.all_reduce(self.down_proj(silu_and_mul(self.gate_up_proj(x), triton)))
         return out if self.dp is None else self.dp.own(out)
 
 
@@ -74,11 +73,11 @@ class DecoderLayer(nn.Module):
         self.mlp = MLP(cfg, tp, dp)
 
     def forward(self, hidden, residual, kv_cache, meta, rope):
-        residual = hidden if residual is None else hidden + residual
-        hidden = self.self_attn(self.input_layernorm(residual), kv_cache, meta, rope)
-        residual = hidden + residual
-        hidden = self.mlp(self.post_attention_layernorm(residual))
-        return hidden, residual
+        triton = meta.backend == "triton"       # the Triton kernels' rank: fused norms, rotary, SiLU too
+        normed, residual = self.input_layernorm.add(hidden, residual, triton)
+        hidden = self.self_attn(normed, kv_cache, meta, rope)
+        normed, residual = self.post_attention_layernorm.add(hidden, residual, triton)
+        return self.mlp(normed, triton), residual
 
 
 class LlamaForCausalLM(nn.Module):
@@ -114,7 +113,7 @@ class LlamaForCausalLM(nn.Module):
         for layer, kv in zip(self.layers, kv_caches):
             hidden, residual = layer(hidden, residual, kv, meta, rope)
         if self.mapping.is_last_stage:
-            return self.norm(hidden + residual)
+            return self.norm.add(hidden, residual, meta.backend == "triton")[0]
         return hidden, residual
 
     def compute_logits(self, hidden: torch.Tensor) -> torch.Tensor:

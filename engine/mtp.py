@@ -41,10 +41,11 @@ class MtpModule(nn.Module):
                 meta: AttentionMetadata) -> torch.Tensor:
         """hidden: [T, d] post-norm states at positions meta.positions; next_ids: [T] the token
         after each. Returns the post-norm output [T, d] (lm_head input, and the next draft's h)."""
-        x = self.eh_proj(torch.cat([self.enorm(base.embed_tokens(next_ids)), self.hnorm(hidden)], dim=-1))
+        triton = meta.backend == "triton"
+        x = self.eh_proj(torch.cat([self.enorm(base.embed_tokens(next_ids), triton), self.hnorm(hidden, triton)], dim=-1))
         rope = base.rotary.tables(meta.positions, x.dtype)
         out, residual = self.block(x, None, kv_cache, meta, rope)
-        return self.head_norm(out + residual)
+        return self.head_norm.add(out, residual, triton)[0]
 
     def weight_targets(self, prefix: str) -> dict[str, tuple]:
         targets = layer_targets(prefix, self.block)
