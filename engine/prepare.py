@@ -6,8 +6,8 @@ out in a captured graph's static shapes (engine/graphs.py).
 Invariant 3 is why this is a list of hooks. A production engine prepared a metadata buffer on
 its runtime path and forgot it on the capture path, and the captured graphs then read stale
 memory. Here every field is produced by a hook registered once, below, and both paths run the
-same hooks in the same order. Each forward's tensors start zeroed (padding rows point at position
-0 of the null block), and after the hooks ran every field must have been produced: a hook
+same hooks in the same order. The hooks build host fields (padding rows point at position 0 of
+the null block), which reach the device in one copy, and every field must have been produced: a hook
 missing from a path (the `drop_prepare_hook` fault removes one from the capture path) is an
 error naming the field and the hook, never a silently stale buffer.
 """
@@ -40,6 +40,8 @@ class StepInputs:
     input_ids: torch.Tensor
     meta: AttentionMetadata
     last_index: list[int]       # flat row of each chunk's last token, in the order chunks were given
+    rows: torch.Tensor | None = None    # [3, T]: input_ids, positions, slot_mapping (views of it), one buffer
+    table_columns: int = 0      # a graph's static tables: columns that may hold a block other than the null one
 
     def tensors(self) -> dict[str, torch.Tensor]:
         """Every tensor of a decode batch's inputs, by field: what a graph replay copies into its
@@ -51,17 +53,21 @@ class StepInputs:
         return out
 
     def copy_into(self, static: "StepInputs") -> None:
-        """Every tensor field into a captured graph's static buffers. The block tables fill the
-        left of the graph's wider tables, the rest becomes the null block: nothing stays stale."""
+        """Every tensor field into a captured graph's static buffers: the three token rows in one
+        copy, the lengths, and the block tables into the left of the graph's wider tables, whose
+        columns to the right a wider batch wrote are nulled again: nothing stays stale."""
         targets, fresh = static.tensors(), self.tensors()
         if targets.keys() != fresh.keys():
             raise MetadataError(f"captured with {sorted(targets)}, replayed with {sorted(fresh)}")
-        for name, tensor in fresh.items():
-            target = targets[name]
-            if name == "decode.block_tables":
-                target[:, tensor.shape[1]:].fill_(NULL_BLOCK)
-                target = target[:, :tensor.shape[1]]
-            target.copy_(tensor)
+        static.rows.copy_(self.rows)
+        if "decode.seq_lens" in fresh:
+            static.meta.decode.seq_lens.copy_(fresh["decode.seq_lens"])
+            tables, wide = fresh["decode.block_tables"], targets["decode.block_tables"]
+            width = tables.shape[1]
+            if static.table_columns > width:
+                wide[:, width:static.table_columns].fill_(NULL_BLOCK)
+            wide[:, :width].copy_(tables)
+            static.table_columns = width
 
 
 @dataclass(frozen=True)
@@ -91,7 +97,6 @@ class Layout:
     window: int | None
     device: torch.device
     pad: Padding | None = None
-    token_ids: torch.Tensor | None = None     # device tokens of the first chunks (prepare's token_ids)
     num_tokens: int = field(init=False)
 
     def __post_init__(self):
@@ -138,9 +143,8 @@ def prepare(chunks: list[SeqChunk], block_size: int, window: int | None, device:
     decode_len = pad.q_len if pad else short.most_common(1)[0][0] if short else 1
     order = sorted(range(len(chunks)), key=lambda i: len(chunks[i].token_ids) != decode_len)   # stable
     layout = Layout(chunks, order, decode_len, sum(len(c.token_ids) == decode_len for c in chunks),
-                    block_size, window, device, pad, token_ids)
-    zeros = torch.zeros(layout.num_tokens, dtype=torch.long, device=device)
-    out = {"input_ids": zeros, "positions": zeros.clone(), "slot_mapping": zeros.clone(),
+                    block_size, window, device, pad)
+    out = {"input_ids": None, "positions": None, "slot_mapping": None,
            "last_index": [0] * len(chunks), "decode": None, "prefills": []}
     produced = set()
     for h in HOOKS:
@@ -152,10 +156,30 @@ def prepare(chunks: list[SeqChunk], block_size: int, window: int | None, device:
         owners = sorted({h.name for h in HOOKS if set(h.produces) & set(missing)})
         raise MetadataError(f"{path} path: metadata {', '.join(missing)} not prepared "
                             f"(hook {', '.join(owners)} did not run)")
-    meta = AttentionMetadata(positions=out["positions"], slot_mapping=out["slot_mapping"],
-                             num_decodes=layout.num_seqs * decode_len, decode=out["decode"], prefills=out["prefills"],
-                             window=window, backend=backend)
-    return StepInputs(out["input_ids"], meta, out["last_index"][:given])
+    rows, decode = _to_device(layout, out)
+    if token_ids is not None:      # one-token chunks: the given ones lead, in order
+        rows[0, :given].copy_(token_ids)
+    meta = AttentionMetadata(positions=rows[1], slot_mapping=rows[2], num_decodes=layout.num_seqs * decode_len,
+                             decode=decode, prefills=out["prefills"], window=window, backend=backend)
+    return StepInputs(rows[0], meta, out["last_index"][:given], rows)
+
+
+def _to_device(layout: Layout, out: dict) -> tuple[torch.Tensor, DecodeMeta | None]:
+    """The hooks' host fields in one host-to-device copy (each copy is a driver call, and on CUDA
+    one from pageable memory can wait for the queue): [decode lengths, padding to 16 bytes, decode
+    block tables, input_ids, positions, slot_mapping]. The lengths lead and the tables start
+    16-byte aligned, so the Triton kernel sees the same pointer alignment on every step (a new
+    alignment would compile a new kernel in the middle of serving)."""
+    tokens = out["input_ids"] + out["positions"] + out["slot_mapping"]
+    d = out["decode"]
+    if d is None:
+        return to_device(tokens, layout.device).view(3, -1), None
+    lens, tables, width = d.pop("seq_lens"), d.pop("block_tables"), d.pop("width")
+    tables_at = len(lens) + len(lens) % 2
+    rows_at = tables_at + len(tables)
+    packed = to_device(lens + [0] * (tables_at - len(lens)) + tables + tokens, layout.device)
+    return packed[rows_at:].view(3, -1), DecodeMeta(packed[tables_at:rows_at].view(len(lens), width),
+                                                    packed[:len(lens)], **d)
 
 
 @hook("tokens", ("input_ids", "positions", "slot_mapping", "last_index"))
@@ -169,12 +193,7 @@ def _tokens(layout: Layout, out: dict) -> None:
         positions += pos
         slots += [c.block_table[p // bs] * bs + p % bs for p in pos]
         last_index[i] = len(input_ids) - 1
-    if input_ids:     # one host-to-device copy for the three
-        packed = to_device([input_ids, positions, slots], layout.device)
-        for name, row in zip(("input_ids", "positions", "slot_mapping"), packed):
-            out[name].copy_(row)
-    if layout.token_ids is not None:      # one-token chunks: the given ones lead, in order
-        out["input_ids"][:len(layout.token_ids)].copy_(layout.token_ids)
+    out.update(input_ids=input_ids, positions=positions, slot_mapping=slots)     # host lists: prepare copies
 
 
 @hook("decode_attention", ("decode",))
@@ -188,14 +207,13 @@ def _decode_attention(layout: Layout, out: dict) -> None:
     # what the lengths need, never the model length.
     width = max(len(c.block_table) for c in seqs)
     lens = [c.start + q for c in seqs]
-    tables_at = len(lens) + len(lens) % 2       # 16-byte aligned, as the Triton kernel is compiled for
-    flat = lens + [0] * (tables_at - len(lens)) + [b for c in seqs for b in c.block_table + [NULL_BLOCK] * (width - len(c.block_table))]
-    packed = to_device(flat, layout.device)     # one copy, two views
+    tables = [b for c in seqs for b in c.block_table + [NULL_BLOCK] * (width - len(c.block_table))]
     # One query per sequence, all at the same position, no window cut: every cached key is
     # visible, no mask needed (batch-1 decoding, the latency case, skips building one).
     masked = bool(layout.pad) or q > 1 or min(lens) != max(lens) or bool(window and max(lens) > window)
-    out["decode"] = DecodeMeta(packed[tables_at:].view(len(seqs), width), packed[:len(seqs)], q, masked,
-                               None if layout.pad else max(lens))
+    # Host fields, DecodeMeta's by name: prepare copies them to the device with the token rows.
+    out["decode"] = dict(seq_lens=lens, block_tables=tables, width=width, q_len=q, masked=masked,
+                         max_len=None if layout.pad else max(lens))
 
 
 @hook("prefill_attention", ("prefills",))
