@@ -122,14 +122,13 @@ class DecodeGraphs:
         fits = [size for size in self.graphs if size >= len(chunks)]
         return min(fits) if fits else 0
 
-    def replay(self, chunks: list[SeqChunk], size: int, side: torch.Tensor | None = None,
-               token_ids: torch.Tensor | None = None) -> tuple[torch.Tensor, list[int]]:
+    def replay(self, chunks: list[SeqChunk], size: int,
+               side: torch.Tensor | None = None) -> tuple[torch.Tensor, list[int], torch.Tensor]:
         """The batch through the graph of `size` sequences: (hidden states of the padded batch,
-        each chunk's last row), as `ModelRunner._forward` returns them. `side`: the side input's
-        rows of the given chunks (the padding's rows are zeroed); `token_ids`: device tokens of
-        one-token chunks (prepare's token_ids: the MtpDrafter's draft passes)."""
+        each chunk's last row, the input tokens), as `ModelRunner._forward` returns them. `side`:
+        the side input's rows of the given chunks (the padding's rows are zeroed)."""
         captured = self.graphs[size]
-        fresh = self.runner.prepare(chunks, "runtime", Padding(size, self.q_len, self.blocks), token_ids)
+        fresh = self.runner.prepare(chunks, "runtime", Padding(size, self.q_len, self.blocks))
         try:
             fresh.copy_into(captured.inputs)
         except MetadataError as e:
@@ -144,4 +143,4 @@ class DecodeGraphs:
             hidden = captured.hidden
         else:
             hidden = self.forward(captured.inputs, captured.side)
-        return hidden, fresh.last_index
+        return hidden, fresh.last_index, captured.inputs.input_ids

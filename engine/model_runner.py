@@ -85,7 +85,7 @@ class ModelRunner:
     def execute(self, sched: SchedulerOutput) -> ModelRunnerOutput:
         """The forward over the scheduled requests (none: an idle attention-DP rank's dummy
         forward), and on the last stage the logits, verification and new tokens."""
-        hidden, last_index = self._forward(self.chunks(sched))
+        hidden, last_index, input_ids = self._forward(self.chunks(sched))
         results = []
         for req, n, last in zip(sched.requests, sched.num_tokens, last_index):
             start, known = req.num_computed_tokens, n - len(req.draft_token_ids)
@@ -94,7 +94,7 @@ class ModelRunner:
                 r.context_logits = self._context_logits(r, hidden)
             results.append(r)
         if self.mapping.is_last_stage:
-            self._verify([r for r in results if r.samples], hidden)
+            self._verify([r for r in results if r.samples], hidden, input_ids)
         return ModelRunnerOutput(results, hidden)
 
     def draft(self, jobs: list[DraftJob], out: ModelRunnerOutput) -> Drafts:
@@ -103,19 +103,22 @@ class ModelRunner:
 
     def chunks(self, sched: SchedulerOutput) -> list[SeqChunk]:
         """Each scheduled request's tokens for this step: its uncomputed known tokens, then the
-        MTP drafts riding behind them to be verified."""
+        MTP drafts riding behind them to be verified (on the device only, when pp is 1)."""
         out = []
         for req, n in zip(sched.requests, sched.num_tokens):
             start = req.num_computed_tokens
             tokens = (req.all_token_ids + req.draft_token_ids)[start:start + n]
-            out.append(SeqChunk(tokens, start, self.blocks.tables[req.request_id]))
+            tail = req.draft_device if req.draft_token_ids else None
+            out.append(SeqChunk(tokens, start, self.blocks.tables[req.request_id], tail))
         return out
 
-    def _forward(self, chunks: list[SeqChunk], path: str = "runtime") -> tuple[torch.Tensor | None, list[int]]:
+    def _forward(self, chunks: list[SeqChunk], path: str = "runtime") -> tuple[torch.Tensor | None, list[int],
+                                                                                torch.Tensor | None]:
         """The batch through this rank's layers: (final hidden states on the last stage, None
-        elsewhere; each chunk's last row in them)."""
+        elsewhere; each chunk's last row in them; the input tokens, where this rank has them on
+        the device: not under pipeline parallelism, whose drafts the host knows)."""
         if self.mapping.pp_size > 1:
-            return pipelined_forward(self, self.parallel, chunks, path)
+            return *pipelined_forward(self, self.parallel, chunks, path), None
         size = self.graphs.size_for(chunks) if self.graphs is not None and path == "runtime" else 0
         if self.dp is not None:      # every rank's token count, and graph or eager for all
             agreed = self.dp.begin(sum(len(c.token_ids) for c in chunks) or 1, size)
@@ -126,12 +129,13 @@ class ModelRunner:
             return self.graphs.replay(chunks, size)
         # No chunks: an attention-DP rank with nothing scheduled joins with one dummy token.
         inputs = self.prepare(chunks or synthetic_chunks(1, 1, self.blocks.block_size), path)
-        return self.forward(inputs), inputs.last_index
+        return self.forward(inputs), inputs.last_index, inputs.input_ids
 
-    def _verify(self, sampling: list[RequestResult], hidden: torch.Tensor) -> None:
+    def _verify(self, sampling: list[RequestResult], hidden: torch.Tensor, input_ids: torch.Tensor | None) -> None:
         """Each sampling request's new tokens and accepted drafts: the step's requests, greedy and
         sampling, verified together on the device (speculative.verify_batch), every result read
-        back in one transfer, the step's one host synchronisation here."""
+        back in one transfer, the step's one host synchronisation. The drafts are read from the
+        step's input tokens on the device (the host may hold placeholders for them)."""
         if not sampling:
             return
         reqs = [r.req for r in sampling]
@@ -139,7 +143,8 @@ class ModelRunner:
         out = verify_batch(self.logits(hidden, rows), [req.draft_token_ids for req in reqs],
                            [torch.stack(req.draft_probs) if req.draft_token_ids and not req.params.greedy else None
                             for req in reqs],
-                           [req.params for req in reqs], [req.generator for req in reqs])
+                           [req.params for req in reqs], [req.generator for req in reqs],
+                           None if input_ids is None else input_ids[rows])
         for r, (tokens, accepted) in zip(sampling, unpack(out.tolist())):
             r.new_token_ids, r.num_accepted = tokens, accepted
 
@@ -158,7 +163,7 @@ class ModelRunner:
 
     def warm(self, num_seqs: int, tokens_each: int) -> None:
         """One forward (and the logits) over a synthesised batch, through the capture path."""
-        hidden, last_index = self._forward(synthetic_chunks(num_seqs, tokens_each, self.blocks.block_size), "capture")
+        hidden, last_index, _ = self._forward(synthetic_chunks(num_seqs, tokens_each, self.blocks.block_size), "capture")
         if hidden is not None:
             self.logits(hidden, last_index)
 
@@ -182,14 +187,13 @@ class ModelRunner:
 
     # -- the forward's parts ------------------------------------------------------------------------
 
-    def prepare(self, chunks: list[SeqChunk], path: str = "runtime", pad: Padding | None = None,
-                token_ids: torch.Tensor | None = None) -> StepInputs:
+    def prepare(self, chunks: list[SeqChunk], path: str = "runtime", pad: Padding | None = None) -> StepInputs:
         """The forward's tensors and metadata (engine/prepare.py); path "capture" is a batch
         synthesised for warmup or graph capture, which the drop_prepare_hook fault can hobble;
-        `pad`: in a captured graph's static shapes; `token_ids`: device tokens of one-token chunks."""
+        `pad`: in a captured graph's static shapes."""
         fault = self.prepare_fault if path == "capture" else None
         return prepare(chunks, self.blocks.block_size, self.model_config.sliding_window, self.device, path,
-                       frozenset([fault.arg]) if fault else frozenset(), pad, self.attention_backend, token_ids)
+                       frozenset([fault.arg]) if fault else frozenset(), pad, self.attention_backend)
 
     @torch.inference_mode()
     def forward(self, inputs: StepInputs, hidden: torch.Tensor | None = None, residual: torch.Tensor | None = None):

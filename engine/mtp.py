@@ -22,7 +22,8 @@ from .model import DecoderLayer, LlamaForCausalLM, layer_targets
 from .outputs import DraftJob, Drafts
 from .graphs import DecodeGraphs
 from .kv_cache import NULL_BLOCK
-from .prepare import SeqChunk, StepInputs
+from .prepare import DeviceTokens, SeqChunk, StepInputs
+from .request import DRAFT_ON_DEVICE
 from .parallel import TensorParallel
 from .sampling import sample
 
@@ -105,29 +106,45 @@ class MtpDrafter:
             return drafts
         out, last = self._catch_up(jobs, hidden)
         drafting = [(j, row) for j, row in zip(jobs, last) if j.num_drafts > 0]
-        # Each depth's drafts stay on the device (the next depth's input tokens); all of them
-        # come back to the host in one transfer at the end.
-        depths: list[tuple[list[DraftJob], torch.Tensor, list]] = []
-        tokens = None
-        for depth in range(max((j.num_drafts for j, _ in drafting), default=0)):
+        # Each depth's drafts stay on the device (the next depth's input tokens). Without pipeline
+        # parallelism they never come back: the next step's forward and verification read them on
+        # the device, and the host learns the accepted ones from verification's one read.
+        depths: list[tuple[list[int], torch.Tensor, list]] = []     # (jobs' indices in `drafting`, tokens, probs)
+        tokens, index = None, list(range(len(drafting)))
+        jobs_drafting = [j for j, _ in drafting]
+        for depth in range(max((j.num_drafts for j in jobs_drafting), default=0)):
             keep = [i for i, (j, _) in enumerate(drafting) if j.num_drafts > depth]
-            drafting = [drafting[i] for i in keep]
+            drafting, index = [drafting[i] for i in keep], [index[i] for i in keep]
             if depth > 0:     # draft d+1 at the position after draft d's: (own output there, draft d)
-                chunks = [SeqChunk([0], j.end + depth - 1, self.runner.blocks.tables[j.req.request_id])
-                          for j, _ in drafting]
-                previous = tokens if len(keep) == len(tokens) else tokens[to_device(keep, tokens.device)]
-                out, rows = self.forward(chunks, out, [[r] for _, r in drafting], previous, self.draft_graphs)
+                previous = tokens.view(-1, 1)
+                chunks = [SeqChunk([DRAFT_ON_DEVICE], j.end + depth - 1, self.runner.blocks.tables[j.req.request_id],
+                                   DeviceTokens(previous, k, 1)) for k, (j, _) in zip(keep, drafting)]
+                out, rows = self.forward(chunks, out, [[r] for _, r in drafting], self.draft_graphs)
                 drafting = [(j, r) for (j, _), r in zip(drafting, rows)]
             logits = self.base.compute_logits(out.index_select(0, to_device([r for _, r in drafting], out.device)))
             reqs = [j.req for j, _ in drafting]
             tokens, probs = sample(logits, [r.params for r in reqs], [r.generator for r in reqs])
-            depths.append(([j for j, _ in drafting], tokens, probs))
-        values = iter(torch.cat([t for _, t, _ in depths]).tolist() if depths else [])
-        for depth_jobs, _, probs in depths:
-            for j, prob in zip(depth_jobs, probs):
-                tokens_so_far, probs_so_far = drafts.setdefault(j.req.request_id, ([], []))
-                tokens_so_far.append(next(values))
-                probs_so_far.append(prob)
+            depths.append((index, tokens, probs))
+        if not depths:
+            return drafts
+        if self.runner.mapping.pp_size > 1:     # the other stages need the values: one read
+            values = iter(torch.cat([t for _, t, _ in depths]).tolist())
+            for at, _, probs in depths:
+                for i, prob in zip(at, probs):
+                    tokens_so_far, probs_so_far = drafts.setdefault(jobs_drafting[i].req.request_id, ([], []))
+                    tokens_so_far.append(next(values))
+                    probs_so_far.append(prob)
+            return drafts
+        # Else they stay on the device: a table [jobs, depths], job i's drafts the start of row i.
+        table = torch.stack([t if len(at) == len(jobs_drafting) else
+                             t.new_zeros(len(jobs_drafting)).index_copy_(0, to_device(at, t.device), t)
+                             for at, t, _ in depths], dim=1)
+        probs_of: dict[int, list] = {}
+        for at, _, probs in depths:
+            for i, prob in zip(at, probs):
+                probs_of.setdefault(i, []).append(prob)
+        for i, j in enumerate(jobs_drafting):
+            drafts[j.req.request_id] = (DeviceTokens(table, i, j.num_drafts), probs_of[i])
         return drafts
 
     def _catch_up(self, jobs: list[DraftJob], hidden: torch.Tensor) -> tuple[torch.Tensor, list[int]]:
@@ -152,19 +169,18 @@ class MtpDrafter:
         return self.forward(chunks, hidden, [j.hidden_rows for j in jobs], graphs=graphs)
 
     def forward(self, chunks: list[SeqChunk], source: torch.Tensor, source_rows: list[list[int]],
-                token_ids: torch.Tensor | None = None, graphs: DecodeGraphs | None = None):
+                graphs: DecodeGraphs | None = None):
         """The module over the chunks, its hidden input the `source_rows` of `source`: a graph
         replay where one fits, else eager. Returns the output [T, d] and each chunk's last row in
-        it. `token_ids` (one per chunk of one token, on the device) replace the chunks'
-        placeholder tokens: a draft depth's input is the previous depth's drafts, never read
+        it. A draft depth's chunks carry the previous depth's drafts as device tails: never read
         back to the host."""
         size = graphs.size_for(chunks) if graphs is not None else 0
         if graphs is not None:       # the drafter's forwards are counted where it has graphs
             self.runner.forwards[f"mtp-graph-{size}" if size else "mtp-eager"] += 1
         if size:                     # a graph's rows: chunk after chunk, all of one length
             side = source.index_select(0, to_device([r for rows in source_rows for r in rows], source.device))
-            return graphs.replay(chunks, size, side, token_ids)
-        inputs = self.runner.prepare(chunks, token_ids=token_ids)
+            return graphs.replay(chunks, size, side)[:2]
+        inputs = self.runner.prepare(chunks)
         perm = [0] * len(inputs.input_ids)          # prepare may put chunks in another order
         for chunk, rows, last in zip(chunks, source_rows, inputs.last_index):
             perm[last - len(chunk.token_ids) + 1:last + 1] = rows

@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 
 import torch
 
+from .prepare import DeviceTokens
 from .request import Request
 
 
@@ -66,8 +67,10 @@ class StepUpdate:
     draft_jobs: list[DraftJob]
 
 
-# request id -> (draft tokens, the distribution each was drawn from; None when greedy or not known here)
-Drafts = dict[int, tuple[list[int], list[torch.Tensor | None]]]
+# request id -> (draft tokens, the distribution each was drawn from; None when greedy or not known
+# here). The tokens are host values under pipeline parallelism (broadcast to the other stages),
+# else on the device only (prepare.DeviceTokens: the next step's forward and verification read them there).
+Drafts = dict[int, tuple["list[int] | DeviceTokens", list[torch.Tensor | None]]]
 
 
 @dataclass

@@ -26,13 +26,26 @@ from .kv_cache import NULL_BLOCK
 MAX_DECODE_LEN = 16     # longest chunk that may join the batched decode attention
 
 
+@dataclass(frozen=True)
+class DeviceTokens:
+    """Tokens that exist only on the device: the first `count` of row `row` of `table` [N, W].
+    MTP drafts travel so (each depth's feeds the next, the next step verifies them) and are never
+    read back to the host: the host learns the accepted ones from verification's one read."""
+    table: torch.Tensor
+    row: int
+    count: int
+
+
 @dataclass
 class SeqChunk:
     """One sequence's share of a forward: the tokens to compute, the position of the first one,
-    and its block table. Everything `prepare` needs, whether the batch is real or synthesised."""
+    and its block table. Everything `prepare` needs, whether the batch is real or synthesised.
+    `device_tail`: the chunk's last tokens are on the device only (token_ids holds placeholders
+    there)."""
     token_ids: list[int]
     start: int
     block_table: list[int]
+    device_tail: DeviceTokens | None = None
 
 
 @dataclass
@@ -123,17 +136,16 @@ def hook(name: str, produces: tuple[str, ...]):
 
 def prepare(chunks: list[SeqChunk], block_size: int, window: int | None, device: torch.device,
             path: str = "runtime", dropped: frozenset[str] = frozenset(), pad: Padding | None = None,
-            backend: str = "sdpa", token_ids: torch.Tensor | None = None) -> StepInputs:
+            backend: str = "sdpa") -> StepInputs:
     """Run every registered hook over the chunks (except those in `dropped`, a fault) and check
     that every field was produced. With `pad`, every chunk must be pad.q_len tokens long; the
     batch is filled up to pad.num_seqs (last_index still lists the given chunks only). `backend`:
-    the decode attention's (attention.py). `token_ids`: one device token per given chunk, each of
-    one token, replacing its host token (the MTP drafter's next depth reads the previous depth's
-    drafts without a read back to the host)."""
+    the decode attention's (attention.py). A chunk's device_tail replaces its last tokens on the
+    device."""
     given = len(chunks)
-    if token_ids is not None and (len(token_ids) != given or any(len(c.token_ids) != 1 for c in chunks)):
-        raise ValueError(f"token_ids replace one token per chunk: {len(token_ids)} for chunk lengths "
-                         f"{[len(c.token_ids) for c in chunks]}")
+    if any(c.device_tail is not None and not 0 < c.device_tail.count <= len(c.token_ids) for c in chunks):
+        raise ValueError("a chunk's device_tail must cover 1 to all of its tokens: "
+                         f"{[(len(c.token_ids), c.device_tail.count) for c in chunks if c.device_tail]}")
     if pad is not None:
         if given > pad.num_seqs or any(len(c.token_ids) != pad.q_len for c in chunks):
             raise ValueError(f"a padded decode batch takes up to {pad.num_seqs} chunks of {pad.q_len} tokens, "
@@ -157,8 +169,7 @@ def prepare(chunks: list[SeqChunk], block_size: int, window: int | None, device:
         raise MetadataError(f"{path} path: metadata {', '.join(missing)} not prepared "
                             f"(hook {', '.join(owners)} did not run)")
     rows, decode = _to_device(layout, out)
-    if token_ids is not None:      # one-token chunks: the given ones lead, in order
-        rows[0, :given].copy_(token_ids)
+    _place_device_tails(rows[0], chunks[:given], out["last_index"], device)
     meta = AttentionMetadata(positions=rows[1], slot_mapping=rows[2], num_decodes=layout.num_seqs * decode_len,
                              decode=decode, prefills=out["prefills"], window=window, backend=backend)
     return StepInputs(rows[0], meta, out["last_index"][:given], rows)
@@ -180,6 +191,23 @@ def _to_device(layout: Layout, out: dict) -> tuple[torch.Tensor, DecodeMeta | No
     packed = to_device(lens + [0] * (tables_at - len(lens)) + tables + tokens, layout.device)
     return packed[rows_at:].view(3, -1), DecodeMeta(packed[tables_at:rows_at].view(len(lens), width),
                                                     packed[:len(lens)], **d)
+
+
+def _place_device_tails(input_ids: torch.Tensor, chunks: list[SeqChunk], last_index: list[int],
+                        device: torch.device) -> None:
+    """Write each chunk's device_tail over its placeholder tokens: per source table one gather and
+    one scatter, whatever the batch size (the drafts of a step come from one table)."""
+    by_table: dict[int, tuple[torch.Tensor, list[int], list[int]]] = {}
+    for chunk, last in zip(chunks, last_index):
+        tail = chunk.device_tail
+        if tail is None:
+            continue
+        _table, rows, sources = by_table.setdefault(id(tail.table), (tail.table, [], []))
+        rows.extend(range(last - tail.count + 1, last + 1))
+        sources.extend(range(tail.row * tail.table.shape[1], tail.row * tail.table.shape[1] + tail.count))
+    for table, rows, sources in by_table.values():
+        index = to_device(rows + sources, device)          # one copy for both
+        input_ids.index_copy_(0, index[:len(rows)], table.reshape(-1).index_select(0, index[len(rows):]))
 
 
 @hook("tokens", ("input_ids", "positions", "slot_mapping", "last_index"))

@@ -1,6 +1,7 @@
 """A request's state as it moves through the engine, and the outputs handed back to the caller."""
 from __future__ import annotations
 
+import dataclasses
 import enum
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
@@ -11,7 +12,12 @@ from .sampling import SamplingParams
 from .speculative import SpecStats
 
 if TYPE_CHECKING:
+    from .prepare import DeviceTokens
     from .tokenizer import IncrementalText
+
+# A draft token the host does not know (its value is on the device: Request.draft_device). Never a
+# valid id, so a path that fed it to the model unreplaced would fail rather than compute on it.
+DRAFT_ON_DEVICE = -1
 
 
 class Status(enum.Enum):
@@ -37,13 +43,18 @@ class Request:
     generator: torch.Generator | None = None
     # Speculative decoding: the drafts the next step verifies (and the distributions they were
     # drawn from, None when greedy), how many positions have valid MTP cache entries, and counts.
+    # Without pipeline parallelism the drafts' values stay on the device (draft_device) and
+    # draft_token_ids holds DRAFT_ON_DEVICE for each.
     draft_token_ids: list[int] = field(default_factory=list)
     draft_probs: list[torch.Tensor | None] = field(default_factory=list)
+    draft_device: DeviceTokens | None = None
     num_mtp_computed: int = 0
     spec: SpecStats = field(default_factory=SpecStats)
 
     def keep_drafts(self, n: int) -> None:
         del self.draft_token_ids[n:], self.draft_probs[n:]
+        if self.draft_device is not None and n < self.draft_device.count:
+            self.draft_device = dataclasses.replace(self.draft_device, count=n) if n else None
 
     @property
     def all_token_ids(self) -> list[int]:

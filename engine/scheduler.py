@@ -20,7 +20,8 @@ from collections import deque
 
 from .kv_cache import BlockManager
 from .outputs import DraftJob, Drafts, ModelRunnerOutput, RequestResult, SchedulerOutput, StepUpdate
-from .request import Request, Status
+from .prepare import DeviceTokens
+from .request import DRAFT_ON_DEVICE, Request, Status
 from .tokenizer import IncrementalText, Tokenizer
 
 
@@ -125,10 +126,14 @@ class Scheduler:
         return StepUpdate(finished, jobs)
 
     def set_drafts(self, jobs: list[DraftJob], drafts: Drafts) -> None:
-        """The drafts proposed for the next step (the last stage's, broadcast to the others)."""
+        """The drafts proposed for the next step (the last stage's, broadcast to the others): host
+        values, or placeholders for values on the device."""
         for job in jobs:
-            tokens, probs = drafts.get(job.req.request_id, ([], []))
-            job.req.draft_token_ids[:], job.req.draft_probs[:] = tokens, probs
+            req = job.req
+            tokens, probs = drafts.get(req.request_id, ([], []))
+            req.draft_device = tokens if isinstance(tokens, DeviceTokens) else None
+            req.draft_token_ids[:] = [DRAFT_ON_DEVICE] * tokens.count if req.draft_device else tokens
+            req.draft_probs[:] = probs
 
     def _append(self, req: Request, tokens: list[int]) -> bool:
         """Append the step's new tokens one by one; True when the request finished (tokens after

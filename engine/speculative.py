@@ -79,14 +79,17 @@ class SpecStats:
 
 @torch.inference_mode()
 def verify_batch(logits: torch.Tensor, drafts: list[list[int]], draft_probs: list[torch.Tensor | None],
-                 params: list[SamplingParams], generators: list[torch.Generator | None]) -> torch.Tensor:
+                 params: list[SamplingParams], generators: list[torch.Generator | None],
+                 row_tokens: torch.Tensor | None = None) -> torch.Tensor:
     """Verify a step's requests together, with device operations only: nothing is read back to
     the host here, so that the caller reads every request's result in one transfer (`unpack`).
 
     logits [R, V] fp32: request b's K_b + 1 rows (at [t, d_1..d_K]) follow those of the requests
     before it; drafts[b]: its K_b drafts; draft_probs[b]: the distributions [K_b, V] they were
     drawn from (None when greedy or K_b = 0); a sampling request draws from its own generator:
-    its K acceptance draws (uniform), then one token.
+    its K acceptance draws (uniform), then one token. row_tokens [R] (device): the input token at
+    each logits row; given, the drafts are read there (drafts[b] then only counts them: the host
+    may hold placeholders), else from the host lists.
     Returns an int64 tensor [B, 2 + max K_b] on logits' device: per request, the number of drafts
     accepted n_b, then its new tokens (the accepted drafts and one more) in the next n_b + 1 columns."""
     device, counts = logits.device, [len(d) for d in drafts]
@@ -96,13 +99,18 @@ def verify_batch(logits: torch.Tensor, drafts: list[list[int]], draft_probs: lis
     if k_max == 0 and all(p.greedy for p in params):     # plain greedy decoding: the argmax alone
         target = logits.argmax(dim=-1)
         return torch.stack([torch.zeros_like(target), target], dim=1)
-    # Each request's rows (its last one repeated as padding), drafts and count, in one copy.
+    # Each request's rows (its last one repeated as padding), drafts (or the rows of row_tokens
+    # holding them) and count, in one copy.
     layout, offset = [], 0
     for d, k in zip(drafts, counts):
-        layout.append([offset + min(j, k) for j in range(k_max + 1)] + list(d) + [0] * (k_max - k) + [k])
+        draft_part = [offset + 1 + min(j, k - 1) if k else offset for j in range(k_max)] if row_tokens is not None \
+            else list(d) + [0] * (k_max - k)
+        layout.append([offset + min(j, k) for j in range(k_max + 1)] + draft_part + [k])
         offset += k + 1
     layout = to_device(layout, device)
     rows, draft_ids, count = layout[:, :k_max + 1], layout[:, k_max + 1:2 * k_max + 1], layout[:, -1]
+    if row_tokens is not None:
+        draft_ids = row_tokens[draft_ids]
     if any(p.greedy for p in params):
         # Greedy: d_i survives while it is the argmax of p_{i-1}; the new tokens are then the
         # argmax at [t, d_1..d_n]. Computed for every row; sampling requests overwrite theirs below.

@@ -68,7 +68,7 @@ def test_a_replay_refreshes_every_static_buffer_and_matches_eager(llm):
     runner, graphs = llm.engine.runner, llm.engine.runner.graphs
     graphs.replay(decode_chunks(llm, [40, 17, 90]), 4)           # fills three rows of graph-4
     chunks = decode_chunks(llm, [25])
-    hidden, last = graphs.replay(chunks, 4)                      # now one: rows 1-3 must be padding again
+    hidden, last, _ = graphs.replay(chunks, 4)                   # now one: rows 1-3 must be padding again
     fresh = runner.prepare(chunks, pad=Padding(4, 1, graphs.blocks))
     static = graphs.graphs[4].inputs.tensors()
     assert static.keys() == fresh.tensors().keys()
