@@ -70,7 +70,7 @@ class StepUpdate:
 # request id -> (draft tokens, the distribution each was drawn from; None when greedy or not known
 # here). The tokens are host values under pipeline parallelism (broadcast to the other stages),
 # else on the device only (prepare.DeviceTokens: the next step's forward and verification read them there).
-Drafts = dict[int, tuple["list[int] | DeviceTokens", list[torch.Tensor | None]]]
+Drafts = dict[int, tuple[list[int] | DeviceTokens, list[torch.Tensor | None]]]
 
 
 @dataclass

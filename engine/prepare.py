@@ -53,7 +53,7 @@ class StepInputs:
     input_ids: torch.Tensor
     meta: AttentionMetadata
     last_index: list[int]       # flat row of each chunk's last token, in the order chunks were given
-    rows: torch.Tensor | None = None    # [3, T]: input_ids, positions, slot_mapping (views of it), one buffer
+    rows: torch.Tensor          # [3, T]: input_ids, positions, slot_mapping (views of it), one buffer
     table_columns: int = 0      # a graph's static tables: columns that may hold a block other than the null one
 
     def tensors(self) -> dict[str, torch.Tensor]:
