@@ -25,8 +25,8 @@ class RMSNorm(nn.Module):
             triton: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
         """(norm(x + residual), x + residual); without a residual (norm(x), x). triton: one fused
         kernel (engine/triton_fused.py) for what the torch ops below do in four to six."""
-        if triton:
-            from .triton_fused import add_rms_norm      # triton: only where it runs
+        if _fused(x, triton):
+            from .triton_fused import add_rms_norm
             return add_rms_norm(x, residual, self.weight, self.eps)
         if residual is not None:
             x = x + residual
@@ -55,6 +55,15 @@ class RotaryEmbedding(nn.Module):
         return cos.to(dtype)[:, None, :], sin.to(dtype)[:, None, :]
 
 
+def _fused(x: torch.Tensor, triton: bool) -> bool:
+    """Whether a fused Triton kernel (engine/triton_fused.py) replaces the torch ops: asked for (the
+    rank's Triton backend) and x's dtype one the kernels round as torch does."""
+    if not triton:
+        return False
+    from .triton_fused import supports     # triton: imported only where it runs
+    return supports(x.dtype)
+
+
 def apply_rotary(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
     """x: [tokens, heads, head_dim], rotate-half layout (the HF checkpoint convention)."""
     half = x.shape[-1] // 2
@@ -64,7 +73,7 @@ def apply_rotary(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch
 
 def rotary_(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor, triton: bool = False) -> None:
     """apply_rotary written back into x (a view: the rows may be strided); triton: one kernel."""
-    if triton:
+    if _fused(x, triton):
         from .triton_fused import rotary_ as fused
         fused(x, cos, sin)
     else:
@@ -73,7 +82,7 @@ def rotary_(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor, triton: bool 
 
 def silu_and_mul(gate_up: torch.Tensor, triton: bool = False) -> torch.Tensor:
     """[T, 2 * inter] (gate, then up) -> silu(gate) * up; triton: one kernel."""
-    if triton:
+    if _fused(gate_up, triton):
         from .triton_fused import silu_and_mul as fused
         return fused(gate_up)
     gate, up = gate_up.chunk(2, dim=-1)

@@ -100,16 +100,15 @@ class MtpDrafter:
     @torch.inference_mode()
     def run(self, jobs: list[DraftJob], hidden: torch.Tensor) -> Drafts:
         """Catch every job's MTP cache up, and propose each job's drafts."""
-        drafts: Drafts = {}
         jobs = [j for j in jobs if j.end > j.start]      # their drafts were consumed by the step
         if not jobs:
-            return drafts
+            return {}
         out, last = self._catch_up(jobs, hidden)
         drafting = [(j, row) for j, row in zip(jobs, last) if j.num_drafts > 0]
         # Each depth's drafts stay on the device (the next depth's input tokens). Without pipeline
         # parallelism they never come back: the next step's forward and verification read them on
         # the device, and the host learns the accepted ones from verification's one read.
-        depths: list[tuple[list[int], torch.Tensor, list]] = []     # (jobs' indices in `drafting`, tokens, probs)
+        depths: list[tuple[list[int], torch.Tensor, list]] = []     # (indices in jobs_drafting, tokens, probs)
         tokens, index = None, list(range(len(drafting)))
         jobs_drafting = [j for j, _ in drafting]
         for depth in range(max((j.num_drafts for j in jobs_drafting), default=0)):
@@ -126,26 +125,23 @@ class MtpDrafter:
             tokens, probs = sample(logits, [r.params for r in reqs], [r.generator for r in reqs])
             depths.append((index, tokens, probs))
         if not depths:
-            return drafts
+            return {}
+        probs_of: dict[int, list] = {}          # index in jobs_drafting -> each depth's distribution
+        for at, _, probs in depths:
+            for i, prob in zip(at, probs):
+                probs_of.setdefault(i, []).append(prob)
         if self.runner.mapping.pp_size > 1:     # the other stages need the values: one read
-            values = iter(torch.cat([t for _, t, _ in depths]).tolist())
-            for at, _, probs in depths:
-                for i, prob in zip(at, probs):
-                    tokens_so_far, probs_so_far = drafts.setdefault(jobs_drafting[i].req.request_id, ([], []))
-                    tokens_so_far.append(next(values))
-                    probs_so_far.append(prob)
-            return drafts
+            values, tokens_of = iter(torch.cat([t for _, t, _ in depths]).tolist()), {}
+            for at, _, _ in depths:
+                for i in at:
+                    tokens_of.setdefault(i, []).append(next(values))
+            return {j.req.request_id: (tokens_of[i], probs_of[i]) for i, j in enumerate(jobs_drafting)}
         # Else they stay on the device: a table [jobs, depths], job i's drafts the start of row i.
         table = torch.stack([t if len(at) == len(jobs_drafting) else
                              t.new_zeros(len(jobs_drafting)).index_copy_(0, to_device(at, t.device), t)
                              for at, t, _ in depths], dim=1)
-        probs_of: dict[int, list] = {}
-        for at, _, probs in depths:
-            for i, prob in zip(at, probs):
-                probs_of.setdefault(i, []).append(prob)
-        for i, j in enumerate(jobs_drafting):
-            drafts[j.req.request_id] = (DeviceTokens(table, i, j.num_drafts), probs_of[i])
-        return drafts
+        return {j.req.request_id: (DeviceTokens(table, i, j.num_drafts), probs_of[i])
+                for i, j in enumerate(jobs_drafting)}
 
     def _catch_up(self, jobs: list[DraftJob], hidden: torch.Tensor) -> tuple[torch.Tensor, list[int]]:
         """The catch-up pass: its output, and each job's last row in it. Padded to the catch-up

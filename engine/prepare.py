@@ -72,6 +72,8 @@ class StepInputs:
         targets, fresh = static.tensors(), self.tensors()
         if targets.keys() != fresh.keys():
             raise MetadataError(f"captured with {sorted(targets)}, replayed with {sorted(fresh)}")
+        if fresh.keys() - COPIED:        # a new field must be copied below, or a graph reads it stale
+            raise MetadataError(f"copy_into does not copy {sorted(fresh.keys() - COPIED)}")
         static.rows.copy_(self.rows)
         if "decode.seq_lens" in fresh:
             static.meta.decode.seq_lens.copy_(fresh["decode.seq_lens"])
@@ -81,6 +83,9 @@ class StepInputs:
                 wide[:, width:static.table_columns].fill_(NULL_BLOCK)
             wide[:, :width].copy_(tables)
             static.table_columns = width
+
+
+COPIED = {"input_ids", "positions", "slot_mapping", "decode.block_tables", "decode.seq_lens"}   # by copy_into
 
 
 @dataclass(frozen=True)
@@ -168,46 +173,47 @@ def prepare(chunks: list[SeqChunk], block_size: int, window: int | None, device:
         owners = sorted({h.name for h in HOOKS if set(h.produces) & set(missing)})
         raise MetadataError(f"{path} path: metadata {', '.join(missing)} not prepared "
                             f"(hook {', '.join(owners)} did not run)")
-    rows, decode = _to_device(layout, out)
-    _place_device_tails(rows[0], chunks[:given], out["last_index"], device)
+    tails = _device_tails(chunks[:given], out["last_index"])
+    rows, decode, index = _to_device(layout, out, [i for _, at, source in tails for i in at + source])
+    for table, at, source in tails:       # over the placeholders: one gather and one scatter a table
+        n = len(at)
+        rows[0].index_copy_(0, index[:n], table.reshape(-1).index_select(0, index[n:2 * n]))
+        index = index[2 * n:]
     meta = AttentionMetadata(positions=rows[1], slot_mapping=rows[2], num_decodes=layout.num_seqs * decode_len,
                              decode=decode, prefills=out["prefills"], window=window, backend=backend)
     return StepInputs(rows[0], meta, out["last_index"][:given], rows)
 
 
-def _to_device(layout: Layout, out: dict) -> tuple[torch.Tensor, DecodeMeta | None]:
-    """The hooks' host fields in one host-to-device copy (each copy is a driver call, and on CUDA
-    one from pageable memory can wait for the queue): [decode lengths, padding to 16 bytes, decode
-    block tables, input_ids, positions, slot_mapping]. The lengths lead and the tables start
-    16-byte aligned, so the Triton kernel sees the same pointer alignment on every step (a new
-    alignment would compile a new kernel in the middle of serving)."""
+def _to_device(layout: Layout, out: dict, extra: list[int]) -> tuple[torch.Tensor, DecodeMeta | None, torch.Tensor]:
+    """The hooks' host fields and `extra` in one host-to-device copy (each copy is a driver call,
+    and on CUDA one from pageable memory can wait for the queue): [decode lengths, padding to 16
+    bytes, decode block tables, input_ids, positions, slot_mapping, extra]. The lengths lead and
+    the tables start 16-byte aligned, so the Triton kernel sees the same pointer alignment on every
+    step (a new alignment would compile a new kernel in the middle of serving)."""
     tokens = out["input_ids"] + out["positions"] + out["slot_mapping"]
     d = out["decode"]
-    if d is None:
-        return to_device(tokens, layout.device).view(3, -1), None
-    lens, tables, width = d.pop("seq_lens"), d.pop("block_tables"), d.pop("width")
+    lens, tables, width = (d.pop("seq_lens"), d.pop("block_tables"), d.pop("width")) if d else ([], [], 0)
     tables_at = len(lens) + len(lens) % 2
     rows_at = tables_at + len(tables)
-    packed = to_device(lens + [0] * (tables_at - len(lens)) + tables + tokens, layout.device)
-    return packed[rows_at:].view(3, -1), DecodeMeta(packed[tables_at:rows_at].view(len(lens), width),
-                                                    packed[:len(lens)], **d)
+    extra_at = rows_at + len(tokens)
+    packed = to_device(lens + [0] * (tables_at - len(lens)) + tables + tokens + extra, layout.device)
+    decode = DecodeMeta(packed[tables_at:rows_at].view(len(lens), width), packed[:len(lens)], **d) if d else None
+    return packed[rows_at:extra_at].view(3, -1), decode, packed[extra_at:]
 
 
-def _place_device_tails(input_ids: torch.Tensor, chunks: list[SeqChunk], last_index: list[int],
-                        device: torch.device) -> None:
-    """Write each chunk's device_tail over its placeholder tokens: per source table one gather and
-    one scatter, whatever the batch size (the drafts of a step come from one table)."""
+def _device_tails(chunks: list[SeqChunk], last_index: list[int]) -> list[tuple[torch.Tensor, list[int], list[int]]]:
+    """Per source table of the chunks' device tails: (table, the rows their placeholders hold, the
+    flat indices of their tokens in the table). A step's drafts come from one table (the drafter's
+    last run) unless a request sat out a step."""
     by_table: dict[int, tuple[torch.Tensor, list[int], list[int]]] = {}
     for chunk, last in zip(chunks, last_index):
         tail = chunk.device_tail
-        if tail is None:
-            continue
-        _table, rows, sources = by_table.setdefault(id(tail.table), (tail.table, [], []))
-        rows.extend(range(last - tail.count + 1, last + 1))
-        sources.extend(range(tail.row * tail.table.shape[1], tail.row * tail.table.shape[1] + tail.count))
-    for table, rows, sources in by_table.values():
-        index = to_device(rows + sources, device)          # one copy for both
-        input_ids.index_copy_(0, index[:len(rows)], table.reshape(-1).index_select(0, index[len(rows):]))
+        if tail is not None:
+            _table, rows, sources = by_table.setdefault(id(tail.table), (tail.table, [], []))
+            rows.extend(range(last - tail.count + 1, last + 1))
+            first = tail.row * tail.table.shape[1]
+            sources.extend(range(first, first + tail.count))
+    return list(by_table.values())
 
 
 @hook("tokens", ("input_ids", "positions", "slot_mapping", "last_index"))

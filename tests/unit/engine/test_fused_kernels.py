@@ -74,3 +74,30 @@ def test_empty_batches():
     assert silu_and_mul(torch.empty(0, 64, device=DEVICE), triton=True).shape == (0, 32)
     rotary_(torch.empty(0, 2, 8, device=DEVICE), torch.empty(0, 1, 8, device=DEVICE),
             torch.empty(0, 1, 8, device=DEVICE), triton=True)
+
+
+@pytest.mark.filterwarnings("ignore:invalid value encountered:RuntimeWarning")     # the interpreter's inf * 0
+def test_bf16_rounding_by_hand_keeps_nan_and_inf():
+    """A blown-up activation must stay visible: NaN stays NaN and inf stays inf through the
+    kernels' bf16 rounding (on CUDA the canonical NaN would otherwise wrap to -0.0)."""
+    norm = RMSNorm(4, 1e-6, torch.bfloat16).to(DEVICE)
+    x = torch.tensor([[float("inf"), 1.0, -2.0, 3.0]], device=DEVICE, dtype=torch.bfloat16)
+    out, total = add_rms_norm(x, torch.zeros_like(x), norm.weight, norm.eps)
+    want, _ = norm.add(x, torch.zeros_like(x), triton=False)          # inf * rsqrt(inf): NaN, the rest 0
+    assert torch.isinf(total[0, 0]) and torch.isnan(out[0, 0])
+    torch.testing.assert_close(out, want, equal_nan=True, rtol=0, atol=0)
+    gate_up = torch.tensor([[float("nan"), 1.0, 2.0, 3.0]], device=DEVICE, dtype=torch.bfloat16)
+    assert torch.isnan(silu_and_mul(gate_up, triton=True)[0, 0])
+
+
+def test_fp16_keeps_the_torch_ops():
+    """fp16 is not rounded by hand in the kernels: the layers run the torch ops for it."""
+    g = torch.Generator().manual_seed(3)
+    gate_up = torch.randn(3, 64, generator=g).to(DEVICE, torch.float16)
+    assert torch.equal(silu_and_mul(gate_up, triton=True), silu_and_mul(gate_up, triton=False))
+    x = torch.randn(3, 4, 16, generator=g).to(DEVICE, torch.float16)
+    cos, sin = (torch.randn(3, 1, 16, generator=g).to(DEVICE, torch.float16) for _ in range(2))
+    a, b = x.clone(), x.clone()
+    rotary_(a, cos, sin, triton=True)
+    rotary_(b, cos, sin, triton=False)
+    assert torch.equal(a, b)

@@ -203,3 +203,20 @@ def test_draw_is_multinomial_s_draw_without_its_host_reads():
     assert tokens[0] == int(probs[0].argmax()) and dists[0] is None
     ref = [torch.Generator().manual_seed(1), torch.Generator().manual_seed(2)]
     assert tokens[1:] == [int(torch.multinomial(dists[i], 1, generator=ref[i - 1])) for i in (1, 2)]
+
+
+def test_drafts_read_on_the_device_verify_as_host_drafts():
+    """The engine passes row_tokens (the step's input token at each logits row) and placeholders
+    for the drafts: every request's result is the one its host drafts give, greedy and sampled,
+    with 0 to 3 drafts, whatever the other requests' counts."""
+    g = torch.Generator().manual_seed(11)
+    for trial in range(20):
+        logits, counts, drafts, probs, params = _random_step(g, vocab=16, batch=7)
+        # The input tokens of the step's logits rows: request b's [t, d_1..d_K], t any token.
+        row_tokens = torch.tensor([tok for d in drafts for tok in [int(torch.randint(16, (1,), generator=g)), *d]])
+        seeds = [int(torch.randint(1 << 30, (1,), generator=g)) for _ in drafts]
+        gens = lambda: [torch.Generator().manual_seed(s) for s in seeds]
+        want = unpack(verify_batch(logits, drafts, probs, params, gens()).tolist())
+        placeholders = [[-1] * k for k in counts]
+        got = unpack(verify_batch(logits, placeholders, probs, params, gens(), row_tokens).tolist())
+        assert got == want, trial

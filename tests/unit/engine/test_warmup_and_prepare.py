@@ -49,6 +49,35 @@ def test_capture_and_runtime_paths_prepare_the_same_metadata(llm):
     assert {h.name for h in HOOKS} == {"tokens", "decode_attention", "prefill_attention"}
 
 
+def test_device_tails_replace_their_placeholders_in_one_copy(llm, monkeypatch):
+    """MTP drafts that live on the device (DeviceTokens) reach the right rows: verify chunks that
+    prepare moves behind a commoner chunk length, tails from two tables (a request that sat out a
+    step keeps its older drafts), a tail cut short by the token budget, next to host-only chunks;
+    and a verify batch's inputs still take one host-to-device copy."""
+    from trtx.engine import prepare as prepare_module
+    from trtx.engine.prepare import DeviceTokens
+    t = llm.engine.blocks.tables
+    for rid in range(5):
+        llm.engine.blocks.allocate(rid, 100)
+    older = torch.tensor([[70, 71, 72], [73, 74, 75]])
+    newer = torch.tensor([[80, 81], [82, 83], [84, 85]])
+    chunks = [SeqChunk([5], 39, t[0]), SeqChunk([6], 16, t[1]),              # the commonest length: first
+              SeqChunk([9, -1, -1], 30, t[2], DeviceTokens(newer, 2, 2)),
+              SeqChunk([8, -1, -1], 60, t[3], DeviceTokens(older, 1, 2)),   # older table; 3 drafts, 2 kept
+              SeqChunk([7, -1], 20, t[4], DeviceTokens(newer, 0, 1))]
+    inputs = llm.engine.runner.prepare(chunks)
+    ids, last = inputs.input_ids.tolist(), inputs.last_index
+    assert [ids[last[i] - len(c.token_ids) + 1:last[i] + 1] for i, c in enumerate(chunks)] == \
+        [[5], [6], [9, 84, 85], [8, 73, 74], [7, 80]]
+    assert -1 not in ids
+    copies = []
+    real = prepare_module.to_device
+    monkeypatch.setattr(prepare_module, "to_device", lambda host, device: copies.append(host) or real(host, device))
+    inputs = llm.engine.runner.prepare(chunks[2:4])             # a verify batch: the decode group alone
+    assert len(copies) == 1
+    assert inputs.input_ids.tolist() == [9, 84, 85, 8, 73, 74]
+
+
 @pytest.mark.parametrize("hook,field", [("tokens", "input_ids"), ("decode_attention", "decode"),
                                         ("prefill_attention", "prefills")])
 def test_a_hook_dropped_on_the_capture_path_is_reported(monkeypatch, hook, field):
