@@ -25,9 +25,9 @@ class RMSNorm(nn.Module):
             triton: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
         """(norm(x + residual), x + residual); without a residual (norm(x), x). triton: one fused
         kernel (engine/triton_fused.py) for what the torch ops below do in four to six."""
-        if _fused(x, triton):
-            from .triton_fused import add_rms_norm
-            return add_rms_norm(x, residual, self.weight, self.eps)
+        kernels = _fused_kernels(x, triton)
+        if kernels:
+            return kernels.add_rms_norm(x, residual, self.weight, self.eps)
         if residual is not None:
             x = x + residual
         if x.dtype == torch.float32:        # one fused call: the per-op cost dominates small batches
@@ -55,13 +55,13 @@ class RotaryEmbedding(nn.Module):
         return cos.to(dtype)[:, None, :], sin.to(dtype)[:, None, :]
 
 
-def _fused(x: torch.Tensor, triton: bool) -> bool:
-    """Whether a fused Triton kernel (engine/triton_fused.py) replaces the torch ops: asked for (the
-    rank's Triton backend) and x's dtype one the kernels round as torch does."""
+def _fused_kernels(x: torch.Tensor, triton: bool):
+    """engine/triton_fused.py when its kernels replace the torch ops: asked for (the rank's Triton
+    backend) and x's dtype one they round as torch does; else None."""
     if not triton:
-        return False
-    from .triton_fused import supports     # triton: imported only where it runs
-    return supports(x.dtype)
+        return None
+    from . import triton_fused     # triton: imported only where it runs
+    return triton_fused if triton_fused.supports(x.dtype) else None
 
 
 def apply_rotary(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
@@ -73,18 +73,18 @@ def apply_rotary(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch
 
 def rotary_(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor, triton: bool = False) -> None:
     """apply_rotary written back into x (a view: the rows may be strided); triton: one kernel."""
-    if _fused(x, triton):
-        from .triton_fused import rotary_ as fused
-        fused(x, cos, sin)
+    kernels = _fused_kernels(x, triton)
+    if kernels:
+        kernels.rotary_(x, cos, sin)
     else:
         x.copy_(apply_rotary(x, cos, sin))
 
 
 def silu_and_mul(gate_up: torch.Tensor, triton: bool = False) -> torch.Tensor:
     """[T, 2 * inter] (gate, then up) -> silu(gate) * up; triton: one kernel."""
-    if _fused(gate_up, triton):
-        from .triton_fused import silu_and_mul as fused
-        return fused(gate_up)
+    kernels = _fused_kernels(gate_up, triton)
+    if kernels:
+        return kernels.silu_and_mul(gate_up)
     gate, up = gate_up.chunk(2, dim=-1)
     return F.silu(gate) * up
 

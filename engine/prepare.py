@@ -50,11 +50,14 @@ class SeqChunk:
 
 @dataclass
 class StepInputs:
-    input_ids: torch.Tensor
-    meta: AttentionMetadata
+    rows: torch.Tensor          # [3, T]: input_ids, positions, slot_mapping, one buffer
+    meta: AttentionMetadata     # its positions and slot_mapping are views of rows
     last_index: list[int]       # flat row of each chunk's last token, in the order chunks were given
-    rows: torch.Tensor          # [3, T]: input_ids, positions, slot_mapping (views of it), one buffer
     table_columns: int = 0      # a graph's static tables: columns that may hold a block other than the null one
+
+    @property
+    def input_ids(self) -> torch.Tensor:
+        return self.rows[0]
 
     def tensors(self) -> dict[str, torch.Tensor]:
         """Every tensor of a decode batch's inputs, by field: what a graph replay copies into its
@@ -181,7 +184,7 @@ def prepare(chunks: list[SeqChunk], block_size: int, window: int | None, device:
         index = index[2 * n:]
     meta = AttentionMetadata(positions=rows[1], slot_mapping=rows[2], num_decodes=layout.num_seqs * decode_len,
                              decode=decode, prefills=out["prefills"], window=window, backend=backend)
-    return StepInputs(rows[0], meta, out["last_index"][:given], rows)
+    return StepInputs(rows, meta, out["last_index"][:given])
 
 
 def _to_device(layout: Layout, out: dict, extra: list[int]) -> tuple[torch.Tensor, DecodeMeta | None, torch.Tensor]:
@@ -192,12 +195,13 @@ def _to_device(layout: Layout, out: dict, extra: list[int]) -> tuple[torch.Tenso
     step (a new alignment would compile a new kernel in the middle of serving)."""
     tokens = out["input_ids"] + out["positions"] + out["slot_mapping"]
     d = out["decode"]
-    lens, tables, width = (d.pop("seq_lens"), d.pop("block_tables"), d.pop("width")) if d else ([], [], 0)
+    lens, tables = (d["seq_lens"], d["block_tables"]) if d else ([], [])
     tables_at = len(lens) + len(lens) % 2
     rows_at = tables_at + len(tables)
     extra_at = rows_at + len(tokens)
     packed = to_device(lens + [0] * (tables_at - len(lens)) + tables + tokens + extra, layout.device)
-    decode = DecodeMeta(packed[tables_at:rows_at].view(len(lens), width), packed[:len(lens)], **d) if d else None
+    decode = DecodeMeta(packed[tables_at:rows_at].view(len(lens), -1), packed[:len(lens)], d["q_len"], d["masked"],
+                        d["max_len"]) if d else None
     return packed[rows_at:extra_at].view(3, -1), decode, packed[extra_at:]
 
 
@@ -246,7 +250,7 @@ def _decode_attention(layout: Layout, out: dict) -> None:
     # visible, no mask needed (batch-1 decoding, the latency case, skips building one).
     masked = bool(layout.pad) or q > 1 or min(lens) != max(lens) or bool(window and max(lens) > window)
     # Host fields, DecodeMeta's by name: prepare copies them to the device with the token rows.
-    out["decode"] = dict(seq_lens=lens, block_tables=tables, width=width, q_len=q, masked=masked,
+    out["decode"] = dict(seq_lens=lens, block_tables=tables, q_len=q, masked=masked,
                          max_len=None if layout.pad else max(lens))
 
 
