@@ -8,7 +8,8 @@ options must not import torch, which takes seconds.
 """
 import importlib
 
-_NAMES = {"LLM": "llm", "SamplingParams": "sampling", "RequestOutput": "request", "CompletionOutput": "request"}
+_NAMES = {"LLM": "llm", "SamplingParams": "sampling", "RequestOutput": "request", "CompletionOutput": "request",
+          "ContinuationScore": "request"}
 __all__ = list(_NAMES)
 
 

@@ -28,6 +28,7 @@ class AttentionDpCoordinator:
         self.group, self.mapping = group, mapping
         self.remote: dict[int, Request] = {}                    # requests other ranks serve, by id
         self.load = [[0, 0] for _ in range(group.size)]        # [tokens, requests] routed to each rank
+        self.keeps_cache: dict[int, int] = {}                   # request keeping a prefix -> its rank
         self.iteration_stats: list[IterationStats] = []
         rank = mapping.rank
         self.gather_stats = gather_iteration_stats or bool(faults.get("all_rank_stats", rank))
@@ -37,13 +38,24 @@ class AttentionDpCoordinator:
         self.plant_gather = bool(faults.get("gather_when_finished", rank))
 
     def route(self, req: Request) -> bool:
-        """True when this rank serves the request; else it waits here for its owner's result."""
-        rank = min(range(len(self.load)), key=lambda r: (self.load[r][0], self.load[r][1], r))
+        """True when this rank serves the request; else it waits here for its owner's result. A
+        request that forks another's cached prefix goes where that cache is."""
+        if req.cached_prefix is not None:
+            rank = self.keeps_cache[req.cached_prefix[0]]
+        else:
+            rank = min(range(len(self.load)), key=lambda r: (self.load[r][0], self.load[r][1], r))
+        if req.keep_cache_tokens:
+            self.keeps_cache[req.request_id] = rank
         self._count_load(rank, req, +1)
         if rank != self.group.rank:
             self.remote[req.request_id] = req
             return False
         return True
+
+    def forget(self, request_ids) -> None:
+        """Prefixes released (EngineCore.release): no request forks them any more."""
+        for request_id in request_ids:
+            self.keeps_cache.pop(request_id, None)
 
     def has_remote(self) -> bool:
         return bool(self.remote)
@@ -90,11 +102,12 @@ def _result(req: Request) -> dict:
     """What another rank needs of a finished request to return it as its own."""
     return {"request_id": req.request_id, "output_token_ids": req.output_token_ids,
             "finish_reason": req.finish_reason, "stop_text_end": req.stop_text_end, "spec": req.spec,
-            "context_logits": req.context_logits}
+            "context_logits": req.context_logits, "prompt_scores": [c.cpu() for c in req.prompt_scores]}
 
 
 def _adopt(req: Request, result: dict) -> None:
     req.output_token_ids = list(result["output_token_ids"])
     req.finish_reason, req.stop_text_end = result["finish_reason"], result["stop_text_end"]
     req.spec, req.context_logits = result["spec"], result["context_logits"]
+    req.prompt_scores = result["prompt_scores"]
     req.status = Status.FINISHED

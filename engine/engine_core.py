@@ -59,6 +59,10 @@ class EngineCore:
         if len(req.prompt_token_ids) >= self.max_model_len:
             raise ValueError(f"request {req.request_id}: prompt of {len(req.prompt_token_ids)} tokens leaves no "
                              f"room to generate (max_position_embeddings {self.max_model_len})")
+        start = req.params.prompt_logprobs_from
+        if start is not None and start >= len(req.prompt_token_ids):
+            raise ValueError(f"request {req.request_id}: prompt_logprobs_from {start} leaves nothing to score "
+                             f"in a prompt of {len(req.prompt_token_ids)} tokens")
         if req.params.stop and self.tokenizer is None:
             raise ValueError("stop strings need a tokenizer.json in the checkpoint directory")
         if self.dp is not None and not self.dp.route(req):
@@ -67,6 +71,13 @@ class EngineCore:
             req.generator = torch.Generator(device=self.parallel.device).manual_seed(req.params.seed)
         self.scheduler.add(req)
         self.num_served += 1
+
+    def release(self, request_ids) -> None:
+        """Free the cache that finished requests kept for others to fork (keep_cache_tokens)."""
+        for request_id in request_ids:
+            self.blocks.free(request_id)
+        if self.dp is not None:
+            self.dp.forget(request_ids)
 
     def has_unfinished(self) -> bool:
         """Under attention DP the same answer on every rank: each learns every finished request

@@ -25,11 +25,15 @@ def kv_bytes_per_block(num_layers: int, block_size: int, kv_heads: int, head_dim
 
 
 class BlockManager:
+    """Hands out blocks to requests. A block can be in several requests' tables (a shared prompt
+    prefix, `fork`): it is counted once per table and goes back to the free list with the last."""
+
     def __init__(self, num_blocks: int, block_size: int):
         if num_blocks < 2:
             raise ValueError(f"the KV cache needs at least 2 blocks (one is reserved), got {num_blocks}")
         self.num_blocks, self.block_size = num_blocks, block_size
         self._free = list(range(num_blocks - 1, NULL_BLOCK, -1))   # a stack: pop() gives low ids first
+        self._refs = [0] * num_blocks                             # tables holding each block
         self.tables: dict[int, list[int]] = {}
 
     @property
@@ -53,8 +57,32 @@ class BlockManager:
                 del self.tables[request_id]
             return False
         for _ in range(max(need, 0)):
-            table.append(self._free.pop())
+            block = self._free.pop()
+            self._refs[block] = 1
+            table.append(block)
         return True
 
+    def fork(self, source_id: int, request_id: int, num_blocks: int) -> None:
+        """Start the request's table with the source's first `num_blocks` blocks, shared: their
+        keys and values are the request's own prefix, computed once."""
+        shared = self.tables[source_id][:num_blocks]
+        if len(shared) != num_blocks or request_id in self.tables:
+            raise ValueError(f"cannot fork {num_blocks} blocks of request {source_id} into request {request_id}")
+        for block in shared:
+            self._refs[block] += 1
+        self.tables[request_id] = list(shared)
+
+    def truncate(self, request_id: int, num_blocks: int) -> None:
+        """Keep only the request's first `num_blocks` blocks."""
+        table = self.tables[request_id]
+        self._release(table[num_blocks:])
+        del table[num_blocks:]
+
     def free(self, request_id: int) -> None:
-        self._free.extend(reversed(self.tables.pop(request_id, [])))
+        self._release(self.tables.pop(request_id, []))
+
+    def _release(self, blocks: list[int]) -> None:
+        for block in reversed(blocks):
+            self._refs[block] -= 1
+            if not self._refs[block]:
+                self._free.append(block)

@@ -12,7 +12,7 @@ from .engine_config import EngineConfig
 from .engine_core import EngineCore
 from .outputs import RankInfo
 from .parallel import Parallel
-from .request import CompletionOutput, Request, RequestOutput
+from .request import CompletionOutput, ContinuationScore, Request, RequestOutput
 from .sampling import SamplingParams
 from .tokenizer import Tokenizer
 from .warmup import run as run_warmup
@@ -66,11 +66,73 @@ class LLM:
             raise ValueError(f"{len(prompts)} prompts but {len(params)} sampling params")
 
         requests = [Request(next(self._ids), self._token_ids(p), sp) for p, sp in zip(prompts, params)]
+        self._run(requests)
+        return [self._output(r) for r in requests]
+
+    def score(self, pairs: Sequence[tuple[Prompt, Prompt]]) -> list[ContinuationScore]:
+        """The log-likelihood of each continuation after its context (text or token ids): every
+        continuation token's log-probability given everything before it, and whether greedy
+        decoding would have chosen it. Scores come in pair order, on every rank.
+
+        Pairs with the same context share its prefill: the first computes the context and keeps
+        its whole cache blocks for the others, which fork them (BlockManager.fork) and compute
+        only the rest, from the last context block on. Contexts are kept a wave at a time, no
+        more than half the cache."""
+        ids = []
+        for i, (context, continuation) in enumerate(pairs):
+            tokens = self._token_ids(context), self._token_ids(continuation)
+            if not all(tokens):
+                raise ValueError(f"pair {i}: the context and the continuation each need at least one token")
+            ids.append(tokens)
+        groups: dict[tuple[int, ...], list[int]] = {}
+        for i, (context, _) in enumerate(ids):
+            groups.setdefault(tuple(context), []).append(i)
+        block_size = self.config.block_size
+        budget = (self.engine.blocks.num_blocks - 1) // 2
+        requests: list[Request] = [None] * len(ids)      # type: ignore[list-item]
+        wave, kept = [], 0
+        for context, members in groups.items():
+            # Whole blocks only, and the last context token recomputed: its logits score the
+            # continuation's first token.
+            shared = (len(context) - 1) // block_size * block_size if len(members) > 1 else 0
+            if wave and kept + shared // block_size > budget:
+                self._score_wave(wave, ids, requests)
+                wave, kept = [], 0
+            wave.append((members, shared))
+            kept += shared // block_size
+        if wave:
+            self._score_wave(wave, ids, requests)
+        scores = [torch.cat(r.prompt_scores) if r.prompt_scores else torch.zeros(0, 2) for r in requests]
+        if self.parallel.mapping.pp_size > 1:       # scores exist on the last stage, which computes logits
+            flat = torch.cat(scores).to(self.device) if self.parallel.mapping.is_last_stage else \
+                torch.zeros(sum(len(x) for _, x in ids), 2, device=self.device)
+            scores = self.parallel.broadcast_from_last_stage(flat).split([len(x) for _, x in ids])
+        return [ContinuationScore(s[:, 0].tolist(), [bool(g) for g in s[:, 1].tolist()])
+                for s in (s.cpu() for s in scores)]
+
+    def _score_wave(self, wave: list[tuple[list[int], int]], ids, requests: list) -> None:
+        """First each group's first pair (keeping its shared blocks) and the groups that share
+        nothing, then the rest of each group, forking the kept blocks; then free them."""
+        def request(i: int, keep: int = 0, prefix: tuple[int, int] | None = None) -> Request:
+            context, continuation = ids[i]
+            req = Request(next(self._ids), context + continuation,
+                          SamplingParams(max_tokens=1, prompt_logprobs_from=len(context)),
+                          cached_prefix=prefix, keep_cache_tokens=keep)
+            requests[i] = req
+            return req
+        first = [request(i, shared if shared and j == 0 else 0)
+                 for members, shared in wave for j, i in enumerate(members) if j == 0 or not shared]
+        self._run(first)
+        rest = [request(i, prefix=(requests[members[0]].request_id, shared))
+                for members, shared in wave if shared for i in members[1:]]
+        self._run(rest)
+        self.engine.release([requests[members[0]].request_id for members, shared in wave if shared])
+
+    def _run(self, requests: list[Request]) -> None:
         for req in requests:
             self.engine.add_request(req)
         while self.engine.has_unfinished():
             self.engine.step()
-        return [self._output(r) for r in requests]
 
     def rank_info(self) -> RankInfo:
         """What this rank holds and did (see RankInfo)."""
@@ -106,6 +168,10 @@ class LLM:
             text = text[:req.stop_text_end]
         # Context logits exist where the logits are computed: on the last pipeline stage.
         ctx = torch.cat(req.context_logits) if req.context_logits else None
-        return RequestOutput(req.request_id, req.prompt_token_ids,
-                             [CompletionOutput(0, list(req.output_token_ids), text, req.finish_reason)], ctx,
-                             spec=req.spec if self.config.mtp_nextn else None)
+        out = RequestOutput(req.request_id, req.prompt_token_ids,
+                            [CompletionOutput(0, list(req.output_token_ids), text, req.finish_reason)], ctx,
+                            spec=req.spec if self.config.mtp_nextn else None)
+        if req.prompt_scores:           # on the last pipeline stage, like the context logits
+            scores = torch.cat(req.prompt_scores).cpu()
+            out.prompt_logprobs, out.prompt_greedy = scores[:, 0].tolist(), [bool(g) for g in scores[:, 1].tolist()]
+        return out

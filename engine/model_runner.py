@@ -94,6 +94,7 @@ class ModelRunner:
                 r.context_logits = self._context_logits(r, hidden)
             results.append(r)
         if self.mapping.is_last_stage:
+            self._score_prompts([r for r in results if r.req.params.prompt_logprobs_from is not None], hidden)
             self._verify([r for r in results if r.samples], hidden, input_ids)
         return ModelRunnerOutput(results, hidden)
 
@@ -147,6 +148,30 @@ class ModelRunner:
                            None if input_ids is None else input_ids[rows])
         for r, (tokens, accepted) in zip(sampling, unpack(out.tolist())):
             r.new_token_ids, r.num_accepted = tokens, accepted
+
+    def _score_prompts(self, scoring: list[RequestResult], hidden: torch.Tensor) -> None:
+        """The prompt tokens this step scores for each request that asked (prompt_logprobs_from):
+        the token at position j + 1 gets the log-softmax of row j's logits at it, and whether it
+        is their argmax. One lm_head pass over every request's rows; the scores stay on the device
+        until the output is built, so scoring adds no host read to the step."""
+        rows, targets, counts = [], [], []
+        for r in scoring:
+            req = r.req
+            lo = max(r.start, req.params.prompt_logprobs_from - 1 + req.num_prompt_scores)
+            hi = min(r.start + r.num_known, len(req.prompt_token_ids) - 1)
+            first = r.first_row - r.start                # flat row of position 0
+            rows += range(first + lo, first + hi)
+            targets += req.prompt_token_ids[lo + 1:hi + 1]
+            counts.append(max(hi - lo, 0))
+        if not rows:
+            return
+        index = to_device([rows, targets], self.device)
+        logits = self.logits(hidden, index[0])
+        logprobs = torch.log_softmax(logits, dim=-1).gather(-1, index[1, :, None])[:, 0]
+        scores = torch.stack([logprobs, (logits.argmax(dim=-1) == index[1]).float()], dim=1)
+        for r, part in zip(scoring, scores.split(counts)):
+            if len(part):
+                r.prompt_scores = part
 
     def _context_logits(self, r: RequestResult, hidden: torch.Tensor) -> torch.Tensor | None:
         """The logits of the prompt positions this step computed that were not collected yet (a

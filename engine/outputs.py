@@ -34,6 +34,7 @@ class RequestResult:
     num_known: int                 # known tokens computed (the rest of its chunk were drafts)
     samples: bool                  # all its known tokens are in the cache now: a token is chosen
     context_logits: torch.Tensor | None = None       # new prompt rows' logits, when asked for
+    prompt_scores: torch.Tensor | None = None        # new scored prompt tokens: [n, 2] (logprob, greedy)
     new_token_ids: list[int] | None = None           # when it samples: accepted drafts, then one more
     num_accepted: int = 0
 

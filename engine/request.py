@@ -40,6 +40,13 @@ class Request:
     stop_text_end: int | None = None       # where a matched stop string starts in the output text
     output_text: IncrementalText | None = None   # the output's text so far, kept for the stop strings
     context_logits: list[torch.Tensor] = field(default_factory=list)   # chunks, [n, vocab] each
+    # params.prompt_logprobs_from: chunks of [n, 2] device tensors, (log-probability, is greedy)
+    # per scored prompt token, in order
+    prompt_scores: list[torch.Tensor] = field(default_factory=list)
+    # A shared prompt prefix (LLM.score): (the request whose cache holds it, its tokens), forked
+    # at admission; and the tokens of this request's own cache to keep for others when it finishes
+    cached_prefix: tuple[int, int] | None = None
+    keep_cache_tokens: int = 0
     generator: torch.Generator | None = None
     # Speculative decoding: the drafts the next step verifies (and the distributions they were
     # drawn from, None when greedy), how many positions have valid MTP cache entries, and counts.
@@ -68,6 +75,10 @@ class Request:
     def num_context_logits(self) -> int:
         return sum(c.shape[0] for c in self.context_logits)
 
+    @property
+    def num_prompt_scores(self) -> int:
+        return sum(c.shape[0] for c in self.prompt_scores)
+
 
 @dataclass
 class CompletionOutput:
@@ -85,3 +96,23 @@ class RequestOutput:
     context_logits: torch.Tensor | None = None    # [prompt_len, vocab] fp32, when asked for
     finished: bool = True
     spec: SpecStats | None = None                 # acceptance counts, with MTP
+    # With params.prompt_logprobs_from = k: per prompt token from k on, its log-probability given
+    # the tokens before it, and whether it is the greedy (argmax) choice there
+    prompt_logprobs: list[float] | None = None
+    prompt_greedy: list[bool] | None = None
+
+
+@dataclass
+class ContinuationScore:
+    """A continuation's log-likelihood after its context (LLM.score), token by token."""
+    logprobs: list[float]          # each token's log-probability given everything before it
+    greedy: list[bool]             # whether it is the argmax there
+
+    @property
+    def logprob(self) -> float:
+        return sum(self.logprobs)
+
+    @property
+    def is_greedy(self) -> bool:
+        """Greedy decoding from the context would produce exactly this continuation."""
+        return all(self.greedy)

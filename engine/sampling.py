@@ -16,12 +16,19 @@ class SamplingParams:
     stop: list[str] = field(default_factory=list)
     ignore_eos: bool = False
     return_context_logits: bool = False
+    # Score the prompt from this position on: each token's log-probability given the tokens before
+    # it, and whether it is the greedy choice (RequestOutput.prompt_logprobs). Log-likelihood
+    # evaluation: the prompt is context + continuation, and this is the continuation's start.
+    prompt_logprobs_from: int | None = None
 
     def __post_init__(self):
         if isinstance(self.stop, str):
             self.stop = [self.stop]
         if self.max_tokens < 1:
             raise ValueError(f"max_tokens must be >= 1, got {self.max_tokens}")
+        if self.prompt_logprobs_from is not None and self.prompt_logprobs_from < 1:
+            raise ValueError(f"prompt_logprobs_from must be >= 1 (the first token has no context), "
+                             f"got {self.prompt_logprobs_from}")
         if self.temperature < 0:
             raise ValueError(f"temperature must be >= 0, got {self.temperature}")
         if self.top_k < 0:

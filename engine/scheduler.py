@@ -43,6 +43,10 @@ class Scheduler:
             raise ValueError(f"request {req.request_id} needs up to {need} tokens of KV cache "
                              f"(prompt {len(req.prompt_token_ids)} + max_tokens {req.params.max_tokens}); "
                              f"the cache holds {self.blocks.capacity_tokens}")
+        if req.cached_prefix is not None:          # its prompt's first tokens are in another's blocks
+            source, tokens = req.cached_prefix
+            self.blocks.fork(source, req.request_id, tokens // self.blocks.block_size)
+            req.num_computed_tokens = tokens
         self.waiting.append(req)
 
     def has_unfinished(self) -> bool:
@@ -88,7 +92,10 @@ class Scheduler:
     def finish(self, req: Request, reason: str) -> None:
         req.status, req.finish_reason = Status.FINISHED, reason
         self.running.remove(req)
-        self.blocks.free(req.request_id)
+        if req.keep_cache_tokens:           # a prefix others fork: kept until EngineCore.release
+            self.blocks.truncate(req.request_id, req.keep_cache_tokens // self.blocks.block_size)
+        else:
+            self.blocks.free(req.request_id)
 
     def _preempt(self, req: Request) -> None:
         self.blocks.free(req.request_id)
@@ -106,6 +113,8 @@ class Scheduler:
             req = r.req
             if r.context_logits is not None:
                 req.context_logits.append(r.context_logits)
+            if r.prompt_scores is not None:
+                req.prompt_scores.append(r.prompt_scores)
             req.num_computed_tokens += r.num_known
             if not r.samples:
                 continuing.append(r)             # a prefill chunk: the MTP still catches up
@@ -120,7 +129,8 @@ class Scheduler:
                 finished.append(req)
             else:
                 continuing.append(r)
-        jobs = [self._draft_job(r) for r in continuing] if self.mtp_nextn else []
+        # A request that will sample one token never drafts: its MTP cache is never read.
+        jobs = [self._draft_job(r) for r in continuing if r.req.params.max_tokens > 1] if self.mtp_nextn else []
         for job in jobs:               # the MTP cache holds these positions once the drafter ran
             job.req.num_mtp_computed = job.end
         return StepUpdate(finished, jobs)
