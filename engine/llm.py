@@ -7,6 +7,7 @@ from typing import Sequence, Union
 
 import torch
 
+from .chat_template import ChatTemplate
 from .device import select_device
 from .engine_config import EngineConfig
 from .engine_core import EngineCore
@@ -44,6 +45,7 @@ class LLM:
     def _start(self, config: EngineConfig) -> None:
         self.config, self.model_config = config, config.model_config
         self.tokenizer = Tokenizer.from_dir(Path(config.model))
+        self.chat_template = ChatTemplate.from_dir(config.model)
         choose = (lambda _local_rank: torch.device(config.device)) if config.device is not None else select_device
         tp, pp = config.tensor_parallel_size, config.pipeline_parallel_size
         if config.world_size > 1:
@@ -133,6 +135,17 @@ class LLM:
             self.engine.add_request(req)
         while self.engine.has_unfinished():
             self.engine.step()
+
+    def apply_chat_template(self, messages: list[dict], add_generation_prompt: bool = True) -> list[int]:
+        """The token ids of a conversation ([{"role": ..., "content": ...}, ...]) rendered by the
+        checkpoint's chat template, as transformers' apply_chat_template(messages,
+        add_generation_prompt=...) gives them (engine/chat_template.py)."""
+        if self.chat_template is None:
+            raise ValueError(f"{self.config.model} has no chat template (tokenizer_config.json's chat_template, "
+                             f"or chat_template.jinja)")
+        if self.tokenizer is None:
+            raise ValueError("chat templates need a tokenizer.json in the checkpoint directory")
+        return self.tokenizer.encode(self.chat_template.render(messages, add_generation_prompt), add_special_tokens=False)
 
     def rank_info(self) -> RankInfo:
         """What this rank holds and did (see RankInfo)."""

@@ -16,8 +16,10 @@ class Tokenizer:
         path = Path(model_dir) / "tokenizer.json"
         return cls(path) if path.exists() else None
 
-    def encode(self, text: str) -> list[int]:
-        return self._tok.encode(text).ids
+    def encode(self, text: str, add_special_tokens: bool = True) -> list[int]:
+        """add_special_tokens: what the tokenizer's post-processor adds (e.g. Llama's BOS); text
+        rendered by a chat template has its own."""
+        return self._tok.encode(text, add_special_tokens=add_special_tokens).ids
 
     def decode(self, ids: list[int]) -> str:
         return self._tok.decode(ids, skip_special_tokens=True)

@@ -83,3 +83,60 @@ def make_mtp_checkpoint(model_dir: Path, seed: int = 0, init_std: float = 0.3, *
             p.copy_(torch.randn_like(p) * init_std if p.dim() == 2 else 1 + 0.1 * torch.randn_like(p))
     t.save(model, tok, model_dir, tok.get_vocab_size())
     return model_dir
+
+
+# Chat templates in the styles of three model families' releases (written for these tests, not
+# copied): Llama 3 (headers, eot, bos in the template), Qwen2 (im_start/im_end and a default
+# system prompt) and Mistral (alternating [INST] turns, raise_exception on anything else).
+CHAT_TEMPLATES = {
+    "llama3": (
+        "{% set loop_messages = messages %}{% for message in loop_messages %}"
+        "{% set content = '<|start_header_id|>' + message['role'] + '<|end_header_id|>\n\n' + message['content'] | trim"
+        " + '<|eot_id|>' %}{% if loop.index0 == 0 %}{% set content = bos_token + content %}{% endif %}"
+        "{{ content }}{% endfor %}"
+        "{% if add_generation_prompt %}{{ '<|start_header_id|>assistant<|end_header_id|>\n\n' }}{% endif %}"),
+    "qwen2": (
+        "{% for message in messages %}{% if loop.first and messages[0]['role'] != 'system' %}"
+        "{{ '<|im_start|>system\nYou are a helpful assistant.<|im_end|>\n' }}{% endif %}"
+        "{{ '<|im_start|>' + message['role'] + '\n' + message['content'] + '<|im_end|>' + '\n' }}{% endfor %}"
+        "{% if add_generation_prompt %}{{ '<|im_start|>assistant\n' }}{% endif %}"),
+    "mistral": (
+        "{{ bos_token }}{% for message in messages %}"
+        "{% if (message['role'] == 'user') != (loop.index0 % 2 == 0) %}"
+        "{{ raise_exception('Conversation roles must alternate user/assistant/user/assistant/...') }}{% endif %}"
+        "{% if message['role'] == 'user' %}{{ '[INST] ' + message['content'] + ' [/INST]' }}"
+        "{% elif message['role'] == 'assistant' %}{{ message['content'] + eos_token }}"
+        "{% else %}{{ raise_exception('Only user and assistant roles are supported!') }}{% endif %}{% endfor %}"),
+    # What the three above do not reach: block whitespace control over several lines, tojson,
+    # namespace, loop controls and a generation block.
+    "features": (
+        "{%- set ns = namespace(system='') -%}\n"
+        "{% for m in messages %}\n"
+        "  {% if m['role'] == 'system' %}{% set ns.system = m['content'] %}{% continue %}{% endif %}\n"
+        "  <{{ m['role'] }}>{{ m | tojson }}\n"
+        "  {% if m['role'] == 'assistant' %}{% generation %}{{ m['content'] }}{% endgeneration %}{% endif %}\n"
+        "{% endfor %}\n"
+        "{% if ns.system %}[system: {{ ns.system }}]{% endif %}\n"
+        "{% if add_generation_prompt %}<assistant>{% endif %}"),
+}
+LLAMA3_SPECIALS = ["<|begin_of_text|>", "<|end_of_text|>", "<|start_header_id|>", "<|end_header_id|>", "<|eot_id|>"]
+
+
+def make_release_checkpoint(model_dir: Path, template: str = "llama3", seed: int = 0) -> Path:
+    """A random Llama checkpoint laid out like a Llama 3 instruct release: tokenizer.json with the
+    release's special tokens added (and a post-processor that puts BOS first), tokenizer_config.json
+    with its chat template and special tokens, generation_config.json with two eos ids."""
+    from tokenizers import Tokenizer, processors
+
+    make_checkpoint(model_dir, "llama", seed)
+    tok = Tokenizer.from_file(str(model_dir / "tokenizer.json"))
+    tok.add_special_tokens(LLAMA3_SPECIALS)
+    bos = tok.token_to_id("<|begin_of_text|>")
+    tok.post_processor = processors.TemplateProcessing(single="<|begin_of_text|> $A", special_tokens=[("<|begin_of_text|>", bos)])
+    tok.save(str(model_dir / "tokenizer.json"))
+    eot, eos = tok.token_to_id("<|eot_id|>"), tok.token_to_id("<|end_of_text|>")
+    (model_dir / "tokenizer_config.json").write_text(json.dumps({
+        "tokenizer_class": "PreTrainedTokenizerFast", "bos_token": "<|begin_of_text|>",
+        "eos_token": {"__type": "AddedToken", "content": "<|eot_id|>", "special": True}, "chat_template": CHAT_TEMPLATES[template]}))
+    (model_dir / "generation_config.json").write_text(json.dumps({"bos_token_id": bos, "eos_token_id": [eos, eot]}))
+    return model_dir
