@@ -382,13 +382,12 @@ def bundled_sweep(args, device, res: Results) -> None:
     --bundled-prompts eval prompts (96 new tokens at most, as bench_mtp.py). Every configuration
     is loaded and warmed up, then they take turns --repeat times, each keeping its best time (so a
     noisy neighbour hurts all alike); tokens checked equal to eager nextn 0's."""
-    from trtx.cli.eval.evalset import load_problems
-    from trtx.cli.eval.models import default_dataset, resolve_model
+    from trtx.cli.eval.models import default_prompts, resolve_model
     from trtx.engine import LLM, SamplingParams
     from trtx.engine.speculative import SpecStats
 
     model_dir = resolve_model(args.bundled_model)
-    prompts = [p["prompt"] for p in load_problems(default_dataset(model_dir), args.bundled_prompts)]
+    prompts = default_prompts(model_dir, args.bundled_prompts)
     sampling = SamplingParams(max_tokens=96, temperature=0.0)
     llms, best, outs = {}, {}, {}
     for graphs in (False, True):

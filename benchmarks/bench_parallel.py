@@ -18,8 +18,8 @@ import re
 import tempfile
 from pathlib import Path
 
-from trtx.cli.eval.evaluate import evaluate_on_ranks
-from trtx.cli.eval.models import default_dataset, resolve_model
+from trtx.cli.eval.evaluate import evaluate
+from trtx.cli.eval.models import resolve_model, resolve_task
 from trtx.engine.engine_config import EngineConfig
 
 
@@ -33,7 +33,7 @@ def parse(config: str) -> tuple[int, int]:
 def run(model_dir, data, tp, pp, max_samples, **options):
     config = EngineConfig(model_dir, tensor_parallel_size=tp, pipeline_parallel_size=pp, **options)
     with tempfile.TemporaryDirectory(prefix="trtx-bench-") as logs:
-        return evaluate_on_ranks(config, data, timeout_s=1800, log_dir=Path(logs), max_samples=max_samples)
+        return evaluate(config, data, max_samples, timeout_s=1800, log_dir=Path(logs))
 
 
 def main():
@@ -46,7 +46,7 @@ def main():
     ap.add_argument("--repeat", type=int, default=3, help="part 2: runs of each, alternating; the best counts")
     args = ap.parse_args()
     model_dir = resolve_model(args.model)
-    data = default_dataset(model_dir)
+    data = resolve_task(None, model_dir)
 
     if args.configs:
         print(f"{'config':>8} {'nextn':>5} {'tok/s':>7} {'accuracy':>8} {'accept':>7} {'same as tp1':>12}")

@@ -7,8 +7,7 @@ from __future__ import annotations
 import argparse
 import time
 
-from trtx.cli.eval.evalset import load_problems
-from trtx.cli.eval.models import default_dataset, resolve_model
+from trtx.cli.eval.models import default_prompts, resolve_model
 from trtx.engine import SamplingParams
 
 SAMPLING = SamplingParams(max_tokens=96)
@@ -24,7 +23,7 @@ def parse_args(doc: str, nextn: list[int]) -> tuple[argparse.Namespace, object, 
     ap.add_argument("--repeat", type=int, default=3)
     args = ap.parse_args()
     model_dir = resolve_model(args.model)
-    return args, model_dir, [p["prompt"] for p in load_problems(default_dataset(model_dir), args.prompts)]
+    return args, model_dir, default_prompts(model_dir, args.prompts)
 
 
 def take_turns(llms: dict, prompts: list[str], batch: int, repeat: int) -> tuple[dict, dict]:

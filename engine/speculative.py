@@ -50,6 +50,12 @@ class SpecStats:
                 out.merge(s)
         return out
 
+    @classmethod
+    def from_dict(cls, data: dict) -> "SpecStats":
+        """The counts back from as_dict()."""
+        steps = data["verify_steps"]
+        return cls(steps, data["proposed"], data["accepted"], [round(r * steps) for r in data["position_rates"]])
+
     def merge(self, other: "SpecStats") -> None:
         self.steps += other.steps
         self.proposed += other.proposed

@@ -1,42 +1,51 @@
-"""Accuracy and MTP acceptance of one engine configuration on an eval set (what `trtx eval` runs):
-in this process (evaluate), or on tp x pp ranks through the launcher, each rank running rank.py
-(evaluate_on_ranks). Eval sets and grading are in evalset.py, the bundled models in models.py.
+"""One engine configuration evaluated on one task (what `trtx eval` runs): the task's documents
+(documents.py) as token ids, run on the engine in this process or on tp x pp ranks (engines.py),
+and scored (metrics.py): generation graded by the task's filters, multiple choice by each
+choice's log-likelihood. The result (EvalResult) carries every metric, MTP acceptance, speed
+and what each rank did.
 """
 from __future__ import annotations
 
-import json
-import shutil
-import sys
-import tempfile
-import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from ..fsutil import atomic_write
-from .evalset import grade, load_problems
+from ..errors import UserError
+from .documents import Doc, load_docs
+from .engines import CallResult, GenerateCall, ScoreCall, open_engine
+from .metrics import aggregate, extracted, score_choices, score_generation
+from .taskfile import Task, load_task
 
 if TYPE_CHECKING:
-    from trtx.engine import LLM
     from trtx.engine.engine_config import EngineConfig
     from trtx.engine.outputs import RankInfo
 
 
 @dataclass
+class Chat:
+    """Prompts rendered by the checkpoint's chat template: each document's prompt as one user
+    message, after an optional system message."""
+    system: str | None = None
+
+
+@dataclass
 class EvalResult:
     model: str
-    dataset: str
+    task: str                       # the task's name
+    dataset: str                    # the data file evaluated
     engine: dict                    # every engine option of the run (EngineConfig.as_dict())
     n: int
-    correct: int
-    accuracy: float                 # 0-100
-    generated_tokens: int
-    seconds: float
-    tokens_per_s: float
-    steps: int = 0                  # engine steps (forwards) the generation took
-    spec: dict | None = None        # SpecStats.as_dict(), aggregated over every request (with MTP)
+    metrics: dict[str, float]       # every metric of the task, 0-100, the primary one first
+    accuracy: float                 # the primary metric
+    correct: int                    # documents the primary metric counts correct
+    generated_tokens: int           # generation: output tokens; multiple choice: 0
+    seconds: float                  # wall time of the engine's work (not loading)
+    tokens_per_s: float             # generated tokens, or with multiple choice scored tokens, per second
+    steps: int = 0                  # engine steps (forwards) the work took
+    spec: dict | None = None        # SpecStats.as_dict() over every request (generation with MTP)
     ranks: list[RankInfo] = field(default_factory=list)    # what each rank holds and did
     samples: list[dict] = field(default_factory=list)
+    chat_template: bool = False     # prompts rendered by the checkpoint's chat template
 
     def as_dict(self, with_samples: bool = False) -> dict:
         d = asdict(self)
@@ -50,65 +59,95 @@ class EvalResult:
         return cls(**dict(data, ranks=[RankInfo(**r) for r in data.get("ranks", [])]))
 
 
-def evaluate(config: EngineConfig, dataset: Path, max_samples: int | None = None,
-             max_tokens: int = 96) -> tuple[EvalResult, LLM]:
-    """Run the eval set through one LLM, in this process. Under tp x pp every rank of the job
-    calls this (see rank.py) and gets the same result. Returns the result and the LLM."""
-    from trtx.engine import LLM, SamplingParams
-    from trtx.engine.speculative import SpecStats
-
-    problems = load_problems(dataset, max_samples)
-    llm = LLM.from_config(config)
-    t0, steps0 = time.perf_counter(), llm.engine.num_steps
-    outs = llm.generate([p["prompt"] for p in problems], SamplingParams(max_tokens=max_tokens))
-    seconds, steps = time.perf_counter() - t0, llm.engine.num_steps - steps0
-    samples, correct, tokens = [], 0, 0
-    for p, o in zip(problems, outs):
-        ok = grade(o.outputs[0].text, p["answer"])
-        correct += ok
-        tokens += len(o.outputs[0].token_ids)
-        samples.append({"prompt": p["prompt"], "answer": p["answer"], "output": o.outputs[0].text,
-                        "token_ids": o.outputs[0].token_ids, "correct": ok})
-    spec = SpecStats.total(o.spec for o in outs).as_dict() if config.mtp_nextn else None
-    result = EvalResult(model=config.model, dataset=str(dataset), engine=config.as_dict(), n=len(problems),
-                        correct=correct, accuracy=100.0 * correct / len(problems), generated_tokens=tokens,
-                        seconds=seconds, tokens_per_s=tokens / seconds, steps=steps,
-                        spec=spec, ranks=[llm.rank_info()], samples=samples)
-    return result, llm
-
-
-def evaluate_on_ranks(config: EngineConfig, dataset: Path, timeout_s: float, log_dir: Path | None,
-                      max_samples: int | None = None) -> EvalResult:
-    """Run the eval on tp x pp ranks through the launcher (cli/eval/rank.py on every rank, which
-    receives the configuration as data) and collect the result. A job of more CUDA ranks than
-    GPUs visible here raises UserError before any rank starts (launch/fit.py); a failed or hung
-    job raises RankJobError with the launcher's report. log_dir None: a temporary folder, removed
-    when the job succeeds (a failed job keeps it; the launcher's report names it)."""
-    from ..launch.fit import check_gpu_fit
-    from ..launch.launcher import Launch
-    load_problems(dataset, max_samples)          # a bad eval set fails here, once, not on N ranks
-    check_gpu_fit(config)                        # more CUDA ranks than GPUs: one line, no rank started
-    temporary = log_dir is None
-    if temporary:
-        log_dir = Path(tempfile.mkdtemp(prefix="trtx-eval-"))
-    out = log_dir / "eval"
-    out.mkdir(parents=True, exist_ok=True)
-    job = {"engine": config.as_dict(), "dataset": str(dataset), "max_samples": max_samples}
-    atomic_write(out / "job.json", json.dumps(job, indent=1) + "\n")
-    cmd = [sys.executable, "-m", "trtx.cli.eval.rank", str(out)]
-    launch = Launch(config.world_size, cmd, timeout_s, log_dir).run()
-    if launch.exit_code != 0:
-        raise RankJobError(launch)
-    data = json.loads((out / "result.json").read_text())
-    data["ranks"] = [json.loads((out / f"rank-{r}.json").read_text()) for r in range(config.world_size)]
-    if temporary:
-        shutil.rmtree(log_dir, ignore_errors=True)
-    return EvalResult.from_dict(data)
+def evaluate(config: EngineConfig, task: Task | Path, max_samples: int | None = None, *,
+             data_path: Path | None = None, chat: Chat | None = None, timeout_s: float = 1800,
+             log_dir: Path | None = None) -> EvalResult:
+    """The task's first max_samples documents (all: None) on this configuration: in this process
+    on one rank, else a job on tp x pp ranks through the launcher (engines.RankEngine: timeout_s,
+    log_dir). Bad task data raises UserError before the engine loads or any rank starts."""
+    task = task if isinstance(task, Task) else load_task(Path(task))
+    docs = load_docs(task, max_samples, data_path)
+    if not docs:
+        raise UserError("the eval split has no rows", str(data_path or task.dataset.files[task.dataset.split]))
+    prompts = Prompts(config.model, chat)
+    engine = open_engine(config, timeout_s, log_dir)
+    try:
+        if task.kind == "generate":
+            gen = task.generate
+            run = engine.run(GenerateCall([prompts.ids(d.prompt) for d in docs], gen.max_tokens, list(gen.stop)))
+            scored = [_generation_sample(task, d, out) for d, out in zip(docs, run.outputs)]
+            tokens = sum(len(out["token_ids"]) for out in run.outputs)
+        else:
+            pairs = [prompts.pair(d.prompt, choice) for d in docs for choice in d.choices]
+            run = engine.run(ScoreCall(pairs))
+            scored = _choice_samples(docs, pairs, run)
+            tokens = sum(len(c) for _, c in pairs)
+    finally:
+        engine.close()
+    metrics = aggregate([s["metrics"] for s in scored])
+    primary = task.metric_names[0]
+    return EvalResult(
+        model=config.model, task=task.name, dataset=str(data_path or task.dataset.files[task.dataset.split]),
+        engine=config.as_dict(), n=len(docs), metrics=metrics, accuracy=metrics[primary],
+        correct=round(sum(s["metrics"][primary] for s in scored)),
+        generated_tokens=tokens if task.kind == "generate" else 0, seconds=run.seconds,
+        tokens_per_s=tokens / run.seconds if run.seconds else 0.0, steps=run.steps, spec=run.spec,
+        ranks=run.ranks, samples=scored, chat_template=chat is not None)
 
 
-class RankJobError(Exception):
-    """A multi-rank eval job failed or timed out; `.launch` is the launcher's result."""
+class Prompts:
+    """Text to token ids as the evaluation needs them: a prompt as the tokenizer encodes it (with
+    its special tokens, e.g. a BOS), or rendered by the chat template; a (context, choice) pair
+    as the whole text encoded and cut after the context's tokens (as lm-eval cuts it), so that
+    tokens merging across the cut stay whole. Unlike lm-eval, the context's trailing whitespace
+    stays in the context: the task file's continuation template says where spaces go."""
 
-    def __init__(self, launch):
-        self.launch = launch
-        super().__init__(launch.summary())
+    def __init__(self, model_dir: str, chat: Chat | None):
+        from trtx.engine.chat_template import ChatTemplate, ChatTemplateError
+        from trtx.engine.tokenizer import Tokenizer
+
+        self.tokenizer = Tokenizer.from_dir(model_dir)
+        if self.tokenizer is None:
+            raise UserError("has no tokenizer.json: task prompts are text", model_dir)
+        self.chat, self.template = chat, None
+        if chat is not None:
+            try:
+                self.template = ChatTemplate.from_dir(model_dir)
+            except ChatTemplateError as e:
+                raise UserError(str(e)) from None
+            if self.template is None:
+                raise UserError("--apply-chat-template: the checkpoint has no chat template "
+                                "(tokenizer_config.json's chat_template, or chat_template.jinja)", model_dir)
+
+    def ids(self, prompt: str) -> list[int]:
+        if self.template is None:
+            return self.tokenizer.encode(prompt)
+        from trtx.engine.chat_template import ChatTemplateError
+        messages = ([{"role": "system", "content": self.chat.system}] if self.chat.system else []) + \
+            [{"role": "user", "content": prompt}]
+        try:
+            return self.tokenizer.encode(self.template.render(messages), add_special_tokens=False)
+        except ChatTemplateError as e:
+            raise UserError(str(e)) from None
+
+    def pair(self, context: str, continuation: str) -> tuple[list[int], list[int]]:
+        if self.template is not None:
+            return self.ids(context), self.tokenizer.encode(continuation, add_special_tokens=False)
+        whole, head = self.tokenizer.encode(context + continuation), self.tokenizer.encode(context)
+        return whole[:len(head)], whole[len(head):]
+
+
+def _generation_sample(task: Task, doc: Doc, out: dict) -> dict:
+    return {"index": doc.index, "prompt": doc.prompt, "target": doc.target, "output": out["text"],
+            "token_ids": out["token_ids"], "extracted": extracted(task, out["text"]),
+            "metrics": score_generation(task, doc, out["text"])}
+
+
+def _choice_samples(docs: list[Doc], pairs: list, run: CallResult) -> list[dict]:
+    samples, outs = [], iter(run.outputs)
+    for doc in docs:
+        scores = [next(outs) for _ in doc.choices]
+        logprobs, greedy = [sum(s["logprobs"]) for s in scores], [all(s["greedy"]) for s in scores]
+        samples.append({"index": doc.index, "prompt": doc.prompt, "choices": doc.choices, "gold": doc.gold,
+                        "logprobs": logprobs, "greedy": greedy, "metrics": score_choices(doc, logprobs, greedy)})
+    return samples

@@ -1,12 +1,12 @@
-"""What every rank of `trtx eval --tp N --pp M` runs (started by the launcher):
+"""What every rank of a multi-rank evaluation job runs (started by the launcher, engines.RankEngine):
 
     python -m trtx.cli.eval.rank OUT
 
 OUT/job.json holds the job as data: the engine configuration (EngineConfig.as_dict(), checked
-once already by `trtx eval`), the eval set and how many of its samples to run. Each rank builds
-its share of the model and generates for the whole eval set with the others; each writes
+once already by the harness) and one call (engines.GenerateCall or ScoreCall, as token ids).
+Each rank builds its share of the model and runs the call with the others; each writes
 OUT/rank-R.json (its RankInfo: layers, tensors, parameter bytes, ...), and rank 0 writes
-OUT/result.json (the EvalResult, samples included), which `trtx eval` reads back.
+OUT/result.json (the CallResult), which the harness reads back.
 """
 from __future__ import annotations
 
@@ -16,10 +16,11 @@ import sys
 from pathlib import Path
 
 from ..fsutil import atomic_write
-from .evaluate import evaluate
+from .engines import call_from_dict, run_call
 
 
 def main(argv: list[str]) -> int:
+    from trtx.engine import LLM
     from trtx.engine.engine_config import EngineConfig
 
     if len(argv) != 1:
@@ -27,11 +28,12 @@ def main(argv: list[str]) -> int:
         return 2
     out = Path(argv[0])
     job = json.loads((out / "job.json").read_text())
-    result, llm = evaluate(EngineConfig.from_dict(job["engine"]), Path(job["dataset"]), job["max_samples"])
+    llm = LLM.from_config(EngineConfig.from_dict(job["engine"]))
+    result = run_call(llm, call_from_dict(job["call"]))
     info = result.ranks[0]
     atomic_write(out / f"rank-{info.rank}.json", json.dumps(dataclasses.asdict(info), indent=1) + "\n")
     if info.rank == 0:
-        data = result.as_dict(with_samples=True)
+        data = dataclasses.asdict(result)
         data["ranks"] = []
         atomic_write(out / "result.json", json.dumps(data) + "\n")
     llm.shutdown()

@@ -4,6 +4,7 @@ directly) and one-rank runs over it come from here, not from the harness."""
 from __future__ import annotations
 
 import json
+import re
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -23,6 +24,13 @@ def eval_rows(model_dir, n: int | None = None) -> list[dict]:
             if line.strip():
                 rows.append(json.loads(line))
     return rows
+
+
+def grade_last_answer(text: str, answer: int) -> bool:
+    """The bundled eval's rule, as `trtx eval` graded before task files (the arith task file must
+    keep it): correct when the integer after the output's LAST "Answer:" equals the answer."""
+    found = re.findall(r"Answer:\s*(-?\d+)", text)
+    return bool(found) and int(found[-1]) == answer
 
 
 def prompts_of(model_dir, n: int) -> list[str]:

@@ -24,10 +24,12 @@ def test_eval_prints_accuracy_and_acceptance_and_writes_json(tmp_path):
     out = tmp_path / "eval.json"
     res = trtx("eval", "--mtp-nextn", "2", "--max-samples", "24", "--json", str(out), "--samples")
     assert res.returncode == 0, res.stderr
-    assert "accuracy" in res.stdout and "acceptance rate (nextn=2)" in res.stdout and "tokens/s" in res.stdout
+    assert "exact_match,last-answer" in res.stdout and "acceptance rate (nextn=2)" in res.stdout
+    assert "tokens/s" in res.stdout
     data = json.loads(out.read_text())
     assert data["n"] == 24 and data["engine"]["mtp_nextn"] == 2 and len(data["samples"]) == 24
-    assert data["correct"] == sum(s["correct"] for s in data["samples"])
+    assert data["task"] == "arith" and data["accuracy"] == data["metrics"]["exact_match,last-answer"]
+    assert data["correct"] == sum(s["metrics"]["exact_match,last-answer"] for s in data["samples"])
     spec = data["spec"]
     assert spec["proposed"] > 0 and spec["acceptance_rate"] == spec["accepted"] / spec["proposed"]
     assert spec["mean_acceptance_length"] == 1 + spec["accepted"] / spec["verify_steps"]
@@ -75,7 +77,7 @@ def test_eval_on_ranks_fails_with_the_failing_ranks_error(tmp_path):
 def test_eval_on_ranks_removes_its_temporary_logs_when_it_succeeds(tmp_path):
     res = trtx("eval", "--tp", "2", "--max-samples", "4", env=dict(os.environ, TMPDIR=str(tmp_path)))
     assert res.returncode == 0, res.stderr + res.stdout
-    assert "accuracy" in res.stdout and not list(tmp_path.glob("trtx-eval-*"))
+    assert "exact_match" in res.stdout and not list(tmp_path.glob("trtx-eval-*"))
 
 
 BAD_ROWS = {   # eval set -> (line, what the error says); blank lines count
@@ -84,7 +86,7 @@ BAD_ROWS = {   # eval set -> (line, what the error says); blank lines count
     '{"prompt": "1+1=", "answer": 2}\n \n\n{"prompt": "5/2=", "answer": 2.5}\n':
         (4, "'answer' must be an integer, got 2.5"),
     '{"prompt": "1+1=", "answer": 2}\n{"prompt": "2+2="}\n': (2, "no 'answer' field"),
-    '{"prompt": ["1+1="], "answer": 2}\n': (1, "'prompt' must be a non-empty string"),
+    '{"prompt": ["1+1="], "answer": 2}\n': (1, "'prompt' must be a string"),
     '{"prompt": "1+1=", "answer": 2}\n{"prompt": "2+2=", \n': (2, "invalid JSON"),
 }
 

@@ -5,12 +5,13 @@ iteration. Outputs must equal a single rank's, and every job must end within its
 import pytest
 
 from tests.helpers.ranks import eval_on_ranks
-from trtx.cli.eval.evaluate import RankJobError, evaluate
+from trtx.cli.eval.engines import RankJobError
+from trtx.cli.eval.evaluate import evaluate
 from trtx.cli.eval.models import MODELS_DIR
 from trtx.engine.engine_config import EngineConfig
 
 MODEL = MODELS_DIR / "tiny-arith"
-DATA = MODEL / "eval.jsonl"
+TASK = MODEL / "tasks" / "arith.yaml"
 SAMPLES = 32
 DRY_ITERATIONS = 30
 JOB_TIMEOUT_S = 240
@@ -19,7 +20,7 @@ pytestmark = [pytest.mark.timeout(600), pytest.mark.multirank]
 
 @pytest.fixture(scope="module")
 def single_rank():
-    return {(k, n): evaluate(EngineConfig(MODEL, mtp_nextn=k), DATA, n)[0] for k in (0, 2) for n in (1, SAMPLES)}
+    return {(k, n): evaluate(EngineConfig(MODEL, mtp_nextn=k), TASK, n) for k in (0, 2) for n in (1, SAMPLES)}
 
 
 @pytest.fixture(autouse=True)

@@ -4,12 +4,13 @@ caught. (Padding, replays and graphs against eager on one rank: tests/unit/engin
 import pytest
 
 from tests.helpers.ranks import eval_on_ranks
-from trtx.cli.eval.evaluate import RankJobError, evaluate
+from trtx.cli.eval.engines import RankJobError
+from trtx.cli.eval.evaluate import evaluate
 from trtx.cli.eval.models import MODELS_DIR
 from trtx.engine.engine_config import EngineConfig
 
 MODEL = MODELS_DIR / "tiny-arith"
-DATA = MODEL / "eval.jsonl"
+TASK = MODEL / "tasks" / "arith.yaml"
 SAMPLES = 32
 pytestmark = [pytest.mark.timeout(600), pytest.mark.multirank]
 
@@ -25,7 +26,7 @@ def test_attention_dp_ranks_agree_on_graph_and_padded_size(tmp_path, monkeypatch
     or prefill; every rank must take the same graph, or eager, every forward."""
     monkeypatch.setenv("TRTX_CHECK_COLLECTIVES", "1")
     monkeypatch.setenv("TRTX_FAULTS", "idle_rank@1:30")
-    single, _ = evaluate(EngineConfig(MODEL, mtp_nextn=nextn), DATA, SAMPLES)
+    single = evaluate(EngineConfig(MODEL, mtp_nextn=nextn), TASK, SAMPLES)
     got = run_adp(tmp_path, ranks, nextn, SAMPLES)
     assert [s["token_ids"] for s in got.samples] == [s["token_ids"] for s in single.samples]
     assert got.spec == single.spec

@@ -12,14 +12,15 @@ from safetensors import safe_open
 from tests.helpers.checkpoints import make_checkpoint
 from tests.helpers.engine import prompts_of
 from tests.helpers.ranks import JOBS, eval_on_ranks
-from trtx.cli.eval.evaluate import RankJobError, evaluate
+from trtx.cli.eval.engines import RankJobError
+from trtx.cli.eval.evaluate import evaluate
 from trtx.cli.eval.models import MODELS_DIR
 from trtx.cli.launch.launcher import Launch, processes_of
 from trtx.engine import LLM, SamplingParams
 from trtx.engine.engine_config import EngineConfig
 
 MODEL = MODELS_DIR / "tiny-arith"
-DATA = MODEL / "eval.jsonl"
+TASK = MODEL / "tasks" / "arith.yaml"
 SAMPLES = 48                                          # problems per multi-rank run
 CONFIGS = {"tp2": (2, 1), "tp4": (4, 1), "pp2": (1, 2), "pp4": (1, 4), "tp2pp2": (2, 2)}
 JOB_TIMEOUT_S = 240
@@ -32,7 +33,7 @@ def run_ranks(tmp_path, tp, pp, **options):
 
 @pytest.fixture(scope="module")
 def single_rank():
-    return {k: evaluate(EngineConfig(MODEL, mtp_nextn=k), DATA, SAMPLES)[0] for k in (0, 1, 2)}
+    return {k: evaluate(EngineConfig(MODEL, mtp_nextn=k), TASK, SAMPLES) for k in (0, 1, 2)}
 
 
 # Every configuration with and without MTP; nextn 1 too where MTP meets pipeline stages.

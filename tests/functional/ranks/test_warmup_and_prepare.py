@@ -4,7 +4,7 @@ with one clear error. (Invariant 3, the capture path's metadata: tests/unit/engi
 import pytest
 
 from tests.helpers.ranks import eval_on_ranks
-from trtx.cli.eval.evaluate import RankJobError
+from trtx.cli.eval.engines import RankJobError
 
 pytestmark = [pytest.mark.timeout(300), pytest.mark.multirank]
 

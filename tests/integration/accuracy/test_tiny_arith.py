@@ -1,24 +1,28 @@
-"""Accuracy and MTP acceptance of the bundled model on every engine configuration, each run on real
-ranks through the launcher and gated against tests/integration/references (cli/eval/gate.py), and the
-regression tests of the four production failures the engine's invariants guard against.
+"""Accuracy and MTP acceptance of the bundled model's tasks on every engine configuration, each run
+on real ranks through the launcher and gated against tests/integration/references/<task>.yaml
+(cli/eval/gate.py): arith (generation, exact_match,last-answer) and arith-choice (multiple choice
+by log-likelihood: acc, acc_norm, exact_match); and the regression tests of the four production
+failures the engine's invariants guard against.
 
-Test ids name the configuration: test_accuracy[pp4-mtp_nextn=2]. Metrics (accuracy, threshold,
-n, acceptance) are recorded for `trtx report`; the full gate report is printed pass or fail.
+Test ids name the configuration: test_accuracy[pp4-mtp_nextn=2]. The task and every gated metric
+(with threshold, n, acceptance) are recorded for `trtx report`; the full gate report is printed
+pass or fail.
 """
 import os
 from pathlib import Path
 
 import pytest
 
-from trtx.cli.eval.evaluate import evaluate_on_ranks
+from trtx.cli.eval.evaluate import evaluate
 from trtx.cli.eval.gate import gate_result, load_reference
 from trtx.cli.eval.models import MODELS_DIR
+from trtx.cli.eval.taskfile import load_task
 from trtx.cli.launch.launcher import processes_of
 from trtx.engine.engine_config import EngineConfig
 
 MODEL = MODELS_DIR / "tiny-arith"
-DATA = MODEL / "eval.jsonl"
-REFERENCES = Path(__file__).parents[1] / "references" / "tiny-arith-eval.yaml"
+ARITH, CHOICE = (load_task(MODEL / "tasks" / f"{name}.yaml") for name in ("arith", "arith-choice"))
+REFERENCES = Path(__file__).parents[1] / "references"
 # Problems per run: the gate's threshold is computed for this n. TRTX_EVAL_SAMPLES=600 runs them all.
 SAMPLES = int(os.environ.get("TRTX_EVAL_SAMPLES", "200"))
 JOB_TIMEOUT_S = 600
@@ -35,14 +39,14 @@ def spec(nextn: int) -> dict:
     return {"spec_dec_algo": "MTP", "mtp_nextn": nextn} if nextn else {}
 
 
-def run(tmp_path, layout: str, nextn: int, **options):
-    """The eval on the layout's ranks through the launcher; pass or fail, no process may be left."""
+def run(tmp_path, layout: str, nextn: int, task=ARITH, samples=SAMPLES, **options):
+    """The task on the layout's ranks through the launcher; pass or fail, no process may be left."""
     tp, pp, attention_dp = LAYOUTS[layout]
     config = EngineConfig(MODEL, tensor_parallel_size=tp, pipeline_parallel_size=pp, attention_dp=attention_dp,
                           mtp_nextn=nextn, **options)
     logs = (tmp_path / "logs").resolve()
     try:
-        return evaluate_on_ranks(config, DATA, JOB_TIMEOUT_S, logs, SAMPLES)
+        return evaluate(config, task, samples, timeout_s=JOB_TIMEOUT_S, log_dir=logs)
     finally:
         assert not processes_of(logs), "processes of the job were left running"
 
@@ -53,8 +57,10 @@ def with_faults(monkeypatch, faults: str) -> None:
     monkeypatch.setenv("TRTX_FAULTS", ",".join(f for f in (os.environ.get("TRTX_FAULTS"), faults) if f))
 
 
-def gate(result, nextn, record_property):
-    gates, report = gate_result(result, load_reference(REFERENCES, "tiny-arith", spec(nextn)))
+def gate(result, nextn, record_property, task=ARITH):
+    reference = load_reference(REFERENCES / f"{task.name}.yaml", "tiny-arith", spec(nextn), task.metric_names)
+    gates, report = gate_result(result, reference)
+    record_property("task", task.name)
     for g in gates:
         for key, value in g.as_metrics().items():
             record_property(key, value)
@@ -66,6 +72,15 @@ class TestTinyArith:
     @pytest.mark.parametrize("layout,nextn", RUNS, ids=[f"{c}-mtp_nextn={k}" for c, k in RUNS])
     def test_accuracy(self, tmp_path, record_property, layout, nextn):
         gate(run(tmp_path, layout, nextn), nextn, record_property)
+
+
+class TestTinyArithChoice:
+    """Multiple choice by log-likelihood (all 200 questions): the context's prefill shared by its
+    four choices, scores gathered on the last pipeline stage, forks routed under attention DP."""
+
+    @pytest.mark.parametrize("layout", ["single", "tp2", "pp2", "adp2"])
+    def test_accuracy(self, tmp_path, record_property, layout):
+        gate(run(tmp_path, layout, 0, CHOICE, samples=None), 0, record_property, CHOICE)
 
 
 class TestProductionRegressions:

@@ -6,7 +6,7 @@ import pytest
 from click.testing import CliRunner
 
 from trtx.cli import cmd_eval
-from trtx.cli.eval.evaluate import evaluate_on_ranks
+from trtx.cli.eval.evaluate import evaluate
 from trtx.cli.eval.models import MODELS_DIR
 from trtx.cli.main import cli
 from trtx.engine import LLM
@@ -14,7 +14,7 @@ from trtx.engine.engine_config import EngineConfig
 from trtx.engine.errors import ConfigError
 
 MODEL = MODELS_DIR / "tiny-arith"
-DATA = MODEL / "eval.jsonl"
+TASK = MODEL / "tasks" / "arith.yaml"
 pytestmark = pytest.mark.timeout(600)
 
 
@@ -37,7 +37,7 @@ def test_only_config_errors_lose_their_traceback(monkeypatch, error, exit_code):
 
 def test_a_bad_split_is_refused_before_any_rank_starts(tmp_path):
     with pytest.raises(ValueError, match="tp size 3"):
-        evaluate_on_ranks(EngineConfig(MODEL, tensor_parallel_size=3), DATA, 60, tmp_path)
+        evaluate(EngineConfig(MODEL, tensor_parallel_size=3), TASK, timeout_s=60, log_dir=tmp_path)
     assert not (tmp_path / "launcher.log").exists()
     with pytest.raises(ValueError, match="needs 4 ranks, but this job has 1"):
         LLM(MODEL, tensor_parallel_size=2, pipeline_parallel_size=2)

@@ -5,7 +5,7 @@ import torch
 from click.testing import CliRunner
 
 from trtx.cli.errors import UserError
-from trtx.cli.eval.evaluate import evaluate_on_ranks
+from trtx.cli.eval.evaluate import evaluate
 from trtx.cli.eval.models import MODELS_DIR
 from trtx.cli.launch import launcher
 from trtx.cli.launch.fit import gpu_fit_error
@@ -13,6 +13,7 @@ from trtx.cli.main import cli
 from trtx.engine.engine_config import EngineConfig
 
 MODEL = MODELS_DIR / "tiny-arith"
+TASK = MODEL / "tasks" / "arith.yaml"
 FIX = "lower tp/pp or set TRTX_DEVICE=cpu for CPU ranks"
 
 
@@ -67,7 +68,7 @@ def test_attention_dp_counts_its_ranks(gpus, tmp_path):
     gpus(2)
     config = EngineConfig(MODEL, tensor_parallel_size=4, attention_dp=True)
     with pytest.raises(UserError, match=r"^attention-DP tp 4 x pp 1 = 4 ranks need 4 GPUs, 2 visible;"):
-        evaluate_on_ranks(config, MODEL / "eval.jsonl", 60, tmp_path, 1)
+        evaluate(config, TASK, 1, timeout_s=60, log_dir=tmp_path)
     assert not (tmp_path / "launcher.log").exists()
 
 
@@ -83,7 +84,7 @@ def test_jobs_that_fit_reach_the_launcher(gpus, monkeypatch, tmp_path, visible, 
         monkeypatch.setenv("TRTX_DEVICE", env)
     config = EngineConfig(MODEL, tensor_parallel_size=2, device=device)
     with pytest.raises(LaunchReached):
-        evaluate_on_ranks(config, MODEL / "eval.jsonl", 60, tmp_path, 1)
+        evaluate(config, TASK, 1, timeout_s=60, log_dir=tmp_path)
 
 
 def test_one_named_cuda_device_is_one_gpu_for_every_rank(gpus, tmp_path):
@@ -91,4 +92,4 @@ def test_one_named_cuda_device_is_one_gpu_for_every_rank(gpus, tmp_path):
     gpus(2)
     config = EngineConfig(MODEL, tensor_parallel_size=2, device="cuda:0")
     with pytest.raises(UserError, match=r"^tp 2 x pp 1 = 2 ranks need 2 GPUs, 1 visible;"):
-        evaluate_on_ranks(config, MODEL / "eval.jsonl", 60, tmp_path, 1)
+        evaluate(config, TASK, 1, timeout_s=60, log_dir=tmp_path)

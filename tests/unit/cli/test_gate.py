@@ -55,8 +55,39 @@ def test_gate_result_applies_both_gates_with_the_entry_statistics(tmp_path):
     path = tmp_path / "refs.yaml"
     path.write_text(REFS)
     ref = load_reference(path, "m", {"spec_dec_algo": "MTP", "mtp_nextn": 2})
-    result = EvalResult(model="m", dataset="d", engine={"mtp_nextn": 2}, n=100, correct=75, accuracy=75.0, generated_tokens=1,
-                        seconds=1.0, tokens_per_s=1.0, spec={"acceptance_rate": 0.60})
+    result = result_with({"exact_match,strict": 75.0}, spec={"acceptance_rate": 0.60})
     gates, report = gate_result(result, ref)
     assert gates[0].sigma == 40 and gates[0].passed                 # 79 - 1.645 * sqrt(2*1600/100) = 69.7
     assert not gates[1].passed and "acceptance FAIL" in report       # 0.60 < 0.9 * 0.7
+
+
+def result_with(metrics: dict, spec=None) -> EvalResult:
+    primary = next(iter(metrics.values()))
+    return EvalResult(model="m", task="t", dataset="d", engine={}, n=100, metrics=metrics, accuracy=primary,
+                      correct=round(primary), generated_tokens=1, seconds=1.0, tokens_per_s=1.0, spec=spec)
+
+
+def test_every_metric_of_the_task_the_reference_gives_is_gated(tmp_path):
+    """A multiple-choice reference gates acc and acc_norm each (exact_match, not in the entry, is
+    not gated); the metric names are no configuration keys; every gate is recorded under its name."""
+    path = tmp_path / "refs.yaml"
+    path.write_text("m:\n  - acc: 90.0\n    acc_norm: 60.0\n  - exact_match,strict: 50\n    mtp_nextn: 2\n")
+    metrics = ["acc", "acc_norm", "exact_match"]
+    ref = load_reference(path, "m", {}, metrics)
+    gates, report = gate_result(result_with({"acc": 80.0, "acc_norm": 50.0, "exact_match": 1.0}), ref)
+    assert [(g.metric, g.passed) for g in gates] == [("acc", True), ("acc_norm", True)]
+    assert "acc PASS: measured 80.00 vs threshold 78.37" in report and "acc_norm PASS" in report
+    assert gates[1].as_metrics()["acc_norm_threshold"] == pytest.approx(48.37, abs=0.01)
+    gates, _ = gate_result(result_with({"acc": 60.0, "acc_norm": 50.0, "exact_match": 1.0}), ref)
+    assert [g.passed for g in gates] == [False, True]
+    # Without the task's metric names, "acc" would be a configuration key no run has.
+    with pytest.raises(ReferenceError, match="no 'm' reference for configuration"):
+        load_reference(path, "m", {})
+    # A misspelt metric is a configuration key: no entry matches, never a silent pass.
+    path.write_text("m:\n  - acc_nrom: 60.0\n")
+    with pytest.raises(ReferenceError, match="entries: \\[\\{'acc_nrom': 60.0\\}\\]"):
+        load_reference(path, "m", {}, metrics)
+    # An entry with no metric of the task gates nothing: an error.
+    path.write_text("m:\n  - sigma: 40\n")
+    with pytest.raises(ReferenceError, match="gives none of task 't'"):
+        gate_result(result_with({"acc": 60.0}), load_reference(path, "m", {}, metrics))

@@ -5,7 +5,7 @@ and 3 gives exactly the tokens of nextn 0 on the whole eval set."""
 import pytest
 import torch
 
-from trtx.cli.eval.evalset import grade, load_problems
+from tests.helpers.engine import eval_rows, grade_last_answer
 from trtx.cli.eval.models import MODELS_DIR
 from trtx.engine import LLM, SamplingParams
 
@@ -15,7 +15,7 @@ pytestmark = pytest.mark.timeout(900)
 
 @pytest.fixture(scope="module")
 def problems():
-    return load_problems(MODEL / "eval.jsonl", None)
+    return eval_rows(MODEL)
 
 
 @pytest.fixture(scope="module")
@@ -51,7 +51,7 @@ def test_transformers_loads_it_with_the_engines_logits(problems):
 
 
 def test_accuracy_leaves_the_gate_headroom(problems, runs):
-    correct = sum(grade(o.outputs[0].text, p["answer"]) for p, o in zip(problems, runs[0]))
+    correct = sum(grade_last_answer(o.outputs[0].text, p["answer"]) for p, o in zip(problems, runs[0]))
     accuracy = 100 * correct / len(problems)
     assert len(problems) >= 500
     assert 60 <= accuracy <= 98, accuracy
