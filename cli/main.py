@@ -19,6 +19,7 @@ COMMANDS = {
     "waive": "cmd_waive:waive",
     "launch": "cmd_launch:launch",
     "eval": "cmd_eval:eval_cmd",
+    "lm-eval": "cmd_lm_eval:lm_eval_cmd",
 }
 
 

@@ -1,0 +1,69 @@
+"""`trtx eval --lm-eval TASK`: an lm-evaluation-harness task run on the bundled engine through
+trtx's lm-eval model (lm_eval_model.TrtxLM), its metrics returned as an EvalResult so that they
+are reported, written and gated like a task file's. Needs the optional extra (`pip install
+trtx[lm-eval]`); imported only when asked for.
+
+lm-eval reports proportions (acc, acc_norm, exact_match, ...) on a 0-1 scale: they are given here
+on trtx's 0-100 scale; its other metrics (perplexities, ...) as lm-eval gives them. Metric names
+keep lm-eval's "<metric>,<filter>" form: exact_match,strict-match.
+"""
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+from ..errors import UserError, closest
+from .evaluate import Chat, EvalResult
+
+PROPORTIONS = ("acc", "acc_norm", "exact_match", "mc1", "mc2", "f1", "em")
+
+
+def evaluate_lm_eval(config, task_name: str, max_samples: int | None = None, *, include_path: str | None = None,
+                     chat: Chat | None = None, timeout_s: float = 1800, log_dir: Path | None = None) -> EvalResult:
+    try:
+        import lm_eval
+        from lm_eval.tasks import TaskManager
+    except ImportError:
+        raise UserError("--lm-eval needs lm-evaluation-harness: pip install 'trtx[lm-eval]'") from None
+    from trtx.engine.speculative import SpecStats
+
+    from .lm_eval_model import TrtxLM
+
+    logging.getLogger("lm_eval").setLevel(logging.WARNING)
+    manager = TaskManager(include_path=include_path)
+    if task_name not in manager.all_tasks:
+        raise UserError(f"--lm-eval {task_name!r}: lm-eval knows no such task"
+                        f"{closest(task_name, manager.all_tasks)}" + ("" if include_path else
+                                                                       " (your own task files: --include-path DIR)"))
+    lm = TrtxLM.from_config(config, timeout_s, log_dir)
+    try:
+        out = lm_eval.simple_evaluate(model=lm, tasks=[task_name], task_manager=manager, limit=max_samples,
+                                      apply_chat_template=chat is not None,
+                                      system_instruction=chat.system if chat else None,
+                                      bootstrap_iters=0, log_samples=False, verbosity="WARNING")
+    finally:
+        lm.engine.close()
+    results = out["results"][task_name]
+    metrics = {}
+    for key, value in results.items():
+        metric = key.split(",")[0]
+        if "," not in key or "_stderr" in metric or not isinstance(value, (int, float)):
+            continue          # alias, sample_len, standard errors: no metric of the task
+        metrics[key] = 100.0 * value if metric in PROPORTIONS else float(value)
+    if not metrics:
+        raise UserError(f"--lm-eval {task_name!r}: the task reported no metric (a group? name one of its tasks)")
+    n = int(out["n-samples"][task_name]["effective"])
+    primary, value = next(iter(metrics.items()))
+    generated = [c for c in lm.calls if c.outputs and "token_ids" in c.outputs[0]]
+    tokens = sum(len(o["token_ids"]) for c in generated for o in c.outputs)
+    scored = sum(len(o["logprobs"]) for c in lm.calls for o in c.outputs if "logprobs" in o)
+    seconds = sum(c.seconds for c in lm.calls)
+    specs = [SpecStats.from_dict(c.spec) for c in generated if c.spec]
+    return EvalResult(
+        model=config.model, task=task_name, dataset=f"lm-eval:{task_name}", engine=config.as_dict(), n=n,
+        metrics=metrics, accuracy=value,
+        correct=round(value * n / 100) if primary.split(",")[0] in PROPORTIONS else 0,
+        generated_tokens=tokens, seconds=seconds,
+        tokens_per_s=(tokens or scored) / seconds if seconds else 0.0,
+        steps=sum(c.steps for c in lm.calls), spec=SpecStats.total(specs).as_dict() if specs else None,
+        ranks=lm.calls[-1].ranks if lm.calls else [], chat_template=chat is not None)
