@@ -1,6 +1,7 @@
 """`trtx eval --lm-eval TASK`: an lm-evaluation-harness task run on the bundled engine through
 trtx's lm-eval model (lm_eval_model.TrtxLM), its metrics returned as an EvalResult so that they
-are reported, written and gated like a task file's. Needs the optional extra (`pip install
+are reported, written and gated like a task file's. Besides lm-eval's own tasks and those of
+--include-path, two local tasks over the bundled data run offline: arith_lm and arith_choice_lm. Needs the optional extra (`pip install
 trtx[lm-eval]`); imported only when asked for.
 
 lm-eval reports proportions (acc, acc_norm, exact_match, ...) on a 0-1 scale: they are given here
@@ -9,13 +10,61 @@ keep lm-eval's "<metric>,<filter>" form: exact_match,strict-match.
 """
 from __future__ import annotations
 
+import json
 import logging
+import tempfile
 from pathlib import Path
 
+from ..bundled import MODELS_DIR
 from ..errors import UserError, closest
 from .evaluate import Chat, EvalResult
 
 PROPORTIONS = ("acc", "acc_norm", "exact_match", "mc1", "mc2", "f1", "em")
+
+# lm-eval tasks over the bundled model's data, so that lm-eval runs out of the box, offline: arith_lm
+# grades as the arith task file, arith_choice_lm scores as arith-choice. lm-eval reads a local
+# file by an absolute path only, so they are written out where they are used (write_bundled_tasks).
+BUNDLED_TASKS = {
+    "arith_lm": """\
+task: arith_lm
+dataset_path: json
+dataset_kwargs: {{data_files: {{test: {arith}}}}}
+test_split: test
+output_type: generate_until
+doc_to_text: "{{{{prompt}}}}"
+doc_to_target: "{{{{answer}}}}"
+generation_kwargs: {{until: ["\\n"], max_gen_toks: 96, do_sample: false}}
+filter_list:
+  - name: last-answer
+    filter:
+      - {{function: regex, regex_pattern: "Answer:\\\\s*(-?\\\\d+)", group_select: -1}}
+      - {{function: take_first}}
+metric_list:
+  - {{metric: exact_match, aggregation: mean, higher_is_better: true}}
+""",
+    "arith_choice_lm": """\
+task: arith_choice_lm
+dataset_path: json
+dataset_kwargs: {{data_files: {{test: {choice}}}}}
+test_split: test
+output_type: multiple_choice
+doc_to_text: "{{{{question}}}}"
+doc_to_choice: "{{{{choices}}}}"
+doc_to_target: label
+target_delimiter: ""
+metric_list: [{{metric: acc}}, {{metric: acc_norm}}]
+""",
+}
+
+
+def write_bundled_tasks(folder: Path) -> Path:
+    """The bundled lm-eval tasks as YAML files in `folder` (an lm-eval include path)."""
+    folder.mkdir(parents=True, exist_ok=True)
+    for name, text in BUNDLED_TASKS.items():
+        model = MODELS_DIR / "tiny-arith"
+        paths = {"arith": model / "eval.jsonl", "choice": model / "tasks" / "arith-choice.jsonl"}
+        (folder / f"{name}.yaml").write_text(text.format(**{k: json.dumps(str(p)) for k, p in paths.items()}))
+    return folder
 
 
 def evaluate_lm_eval(config, task_name: str, max_samples: int | None = None, *, include_path: str | None = None,
@@ -30,19 +79,20 @@ def evaluate_lm_eval(config, task_name: str, max_samples: int | None = None, *, 
     from .lm_eval_model import TrtxLM
 
     logging.getLogger("lm_eval").setLevel(logging.WARNING)
-    manager = TaskManager(include_path=include_path)
-    if task_name not in manager.all_tasks:
-        raise UserError(f"--lm-eval {task_name!r}: lm-eval knows no such task"
-                        f"{closest(task_name, manager.all_tasks)}" + ("" if include_path else
-                                                                       " (your own task files: --include-path DIR)"))
-    lm = TrtxLM.from_config(config, timeout_s, log_dir)
-    try:
-        out = lm_eval.simple_evaluate(model=lm, tasks=[task_name], task_manager=manager, limit=max_samples,
-                                      apply_chat_template=chat is not None,
-                                      system_instruction=chat.system if chat else None,
-                                      bootstrap_iters=0, log_samples=False, verbosity="WARNING")
-    finally:
-        lm.engine.close()
+    with tempfile.TemporaryDirectory(prefix="trtx-lm-eval-") as bundled:
+        manager = TaskManager(include_path=[write_bundled_tasks(Path(bundled))] + ([include_path] if include_path else []))
+        if task_name not in manager.all_tasks:
+            raise UserError(f"--lm-eval {task_name!r}: lm-eval knows no such task"
+                            f"{closest(task_name, manager.all_tasks)}" + ("" if include_path else
+                                                                           " (your own task files: --include-path DIR)"))
+        lm = TrtxLM.from_config(config, timeout_s, log_dir)
+        try:
+            out = lm_eval.simple_evaluate(model=lm, tasks=[task_name], task_manager=manager, limit=max_samples,
+                                          apply_chat_template=chat is not None,
+                                          system_instruction=chat.system if chat else None,
+                                          bootstrap_iters=0, log_samples=False, verbosity="WARNING")
+        finally:
+            lm.engine.close()
     results = out["results"][task_name]
     metrics = {}
     for key, value in results.items():

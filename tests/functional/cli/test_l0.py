@@ -26,7 +26,7 @@ def test_l0_cpu_selects_the_main_configurations_and_the_regressions():
     res = trtx("list", "l0_cpu")
     assert res.returncode == 0, res.stderr
     ids = res.stdout.split()
-    assert len(ids) == 13 and sum("TestProductionRegressions" in i for i in ids) == 5
+    assert len(ids) == 14 and sum("TestProductionRegressions" in i for i in ids) == 5
     assert "accuracy/test_tiny_arith.py::TestTinyArith::test_accuracy[pp2-mtp_nextn=2]" in ids
     assert sum("TestTinyArithChoice" in i for i in ids) == 3            # multiple choice: 1 rank, pp2, adp2
 

@@ -1,6 +1,6 @@
-"""lm-evaluation-harness on the bundled engine, offline, through the real console script: local
-lm-eval tasks (YAML over the bundled JSONL files) give the metrics trtx's own task files give on
-the same documents, through `trtx eval --lm-eval` (gated like a task file's) and through
+"""lm-evaluation-harness on the bundled engine, offline, through the real console script: the
+bundled local lm-eval tasks (YAML over the bundled JSONL files) give the metrics trtx's own task
+files give on the same documents, through `trtx eval --lm-eval` (gated like a task file's) and through
 `trtx lm-eval`, lm-eval's own command line with the model registered, on pipeline ranks too."""
 import json
 import os
@@ -14,6 +14,7 @@ import pytest
 pytest.importorskip("lm_eval")
 
 from trtx.cli.eval.evaluate import evaluate  # noqa: E402
+from trtx.cli.eval.lm_eval_task import write_bundled_tasks  # noqa: E402
 from trtx.cli.eval.models import MODELS_DIR  # noqa: E402
 from trtx.engine.engine_config import EngineConfig  # noqa: E402
 
@@ -21,43 +22,12 @@ TRTX = shutil.which("trtx", path=str(Path(sys.executable).parent))
 MODEL = MODELS_DIR / "tiny-arith"
 pytestmark = pytest.mark.timeout(600)
 
-ARITH_LM = """\
-task: arith_lm
-dataset_path: json
-dataset_kwargs: {{data_files: {{test: {data}}}}}
-test_split: test
-output_type: generate_until
-doc_to_text: "{{{{prompt}}}}"
-doc_to_target: "{{{{answer}}}}"
-generation_kwargs: {{until: ["\\n"], max_gen_toks: 96, do_sample: false}}
-filter_list:
-  - name: last-answer
-    filter:
-      - {{function: regex, regex_pattern: "Answer:\\\\s*(-?\\\\d+)", group_select: -1}}
-      - {{function: take_first}}
-metric_list:
-  - {{metric: exact_match, aggregation: mean, higher_is_better: true}}
-"""
-CHOICE_LM = """\
-task: arith_choice_lm
-dataset_path: json
-dataset_kwargs: {{data_files: {{test: {data}}}}}
-test_split: test
-output_type: multiple_choice
-doc_to_text: "{{{{question}}}}"
-doc_to_choice: "{{{{choices}}}}"
-doc_to_target: label
-target_delimiter: ""
-metric_list: [{{metric: acc}}, {{metric: acc_norm}}]
-"""
-
 
 @pytest.fixture(scope="module")
 def tasks(tmp_path_factory):
-    folder = tmp_path_factory.mktemp("lm-eval-tasks")
-    (folder / "arith_lm.yaml").write_text(ARITH_LM.format(data=MODEL / "eval.jsonl"))
-    (folder / "arith_choice_lm.yaml").write_text(CHOICE_LM.format(data=MODEL / "tasks" / "arith-choice.jsonl"))
-    return folder
+    """The bundled lm-eval tasks as files, for `trtx lm-eval --include_path` (`trtx eval --lm-eval`
+    finds them itself)."""
+    return write_bundled_tasks(tmp_path_factory.mktemp("lm-eval-tasks"))
 
 
 def trtx(*args, tmp_path):
@@ -67,8 +37,8 @@ def trtx(*args, tmp_path):
 
 def test_trtx_eval_runs_an_lm_eval_task_like_the_task_file(tmp_path, tasks):
     out = tmp_path / "eval.json"
-    res = trtx("eval", "--lm-eval", "arith_lm", "--include-path", str(tasks), "--max-samples", "40",
-               "--mtp-nextn", "2", "--json", str(out), tmp_path=tmp_path)
+    res = trtx("eval", "--lm-eval", "arith_lm", "--max-samples", "40", "--mtp-nextn", "2", "--json", str(out),
+               tmp_path=tmp_path)
     assert res.returncode == 0, res.stderr[-2000:]
     data = json.loads(out.read_text())
     native = evaluate(EngineConfig(MODEL, mtp_nextn=2), MODEL / "tasks" / "arith.yaml", 40)

@@ -57,10 +57,11 @@ def with_faults(monkeypatch, faults: str) -> None:
     monkeypatch.setenv("TRTX_FAULTS", ",".join(f for f in (os.environ.get("TRTX_FAULTS"), faults) if f))
 
 
-def gate(result, nextn, record_property, task=ARITH):
-    reference = load_reference(REFERENCES / f"{task.name}.yaml", "tiny-arith", spec(nextn), task.metric_names)
+def gate(result, nextn, record_property):
+    """Every metric of the result's task that its reference gives, and MTP acceptance."""
+    reference = load_reference(REFERENCES / f"{result.task}.yaml", "tiny-arith", spec(nextn), list(result.metrics))
     gates, report = gate_result(result, reference)
-    record_property("task", task.name)
+    record_property("task", result.task)
     for g in gates:
         for key, value in g.as_metrics().items():
             record_property(key, value)
@@ -80,7 +81,26 @@ class TestTinyArithChoice:
 
     @pytest.mark.parametrize("layout", ["single", "tp2", "pp2", "adp2"])
     def test_accuracy(self, tmp_path, record_property, layout):
-        gate(run(tmp_path, layout, 0, CHOICE, samples=None), 0, record_property, CHOICE)
+        gate(run(tmp_path, layout, 0, CHOICE, samples=None), 0, record_property)
+
+
+class TestLmEvalTask:
+    """An lm-evaluation-harness task (arith_choice_lm, the bundled local lm-eval task over
+    arith-choice's data, offline), run by `trtx eval --lm-eval`'s code through trtx's lm-eval model
+    and gated like a task file, against references/arith_choice_lm.yaml (lm-eval's metric names)."""
+
+    @pytest.mark.parametrize("layout", ["single", "tp2"])
+    def test_accuracy(self, tmp_path, record_property, layout):
+        pytest.importorskip("lm_eval")
+        from trtx.cli.eval.lm_eval_task import evaluate_lm_eval
+        tp, pp, attention_dp = LAYOUTS[layout]
+        config = EngineConfig(MODEL, tensor_parallel_size=tp, pipeline_parallel_size=pp, attention_dp=attention_dp)
+        logs = (tmp_path / "logs").resolve()
+        try:
+            result = evaluate_lm_eval(config, "arith_choice_lm", timeout_s=JOB_TIMEOUT_S, log_dir=logs)
+        finally:
+            assert not processes_of(logs), "processes of the job were left running"
+        gate(result, 0, record_property)
 
 
 class TestProductionRegressions:
