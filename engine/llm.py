@@ -45,7 +45,6 @@ class LLM:
     def _start(self, config: EngineConfig) -> None:
         self.config, self.model_config = config, config.model_config
         self.tokenizer = Tokenizer.from_dir(Path(config.model))
-        self.chat_template = ChatTemplate.from_dir(config.model)
         choose = (lambda _local_rank: torch.device(config.device)) if config.device is not None else select_device
         tp, pp = config.tensor_parallel_size, config.pipeline_parallel_size
         if config.world_size > 1:
@@ -72,45 +71,57 @@ class LLM:
         return [self._output(r) for r in requests]
 
     def score(self, pairs: Sequence[tuple[Prompt, Prompt]]) -> list[ContinuationScore]:
-        """The log-likelihood of each continuation after its context (text or token ids): every
-        continuation token's log-probability given everything before it, and whether greedy
-        decoding would have chosen it. Scores come in pair order, on every rank.
+        """The log-likelihood of each continuation after its context (text or token ids; a text
+        continuation is encoded without special tokens): every continuation token's
+        log-probability given everything before it, and whether greedy decoding would have
+        chosen it. Scores come in pair order, on every rank.
 
         Pairs with the same context share its prefill: the first computes the context and keeps
         its whole cache blocks for the others, which fork them (BlockManager.fork) and compute
-        only the rest, from the last context block on. Contexts are kept a wave at a time, no
-        more than half the cache."""
-        ids = []
-        for i, (context, continuation) in enumerate(pairs):
-            tokens = self._token_ids(context), self._token_ids(continuation)
-            if not all(tokens):
-                raise ValueError(f"pair {i}: the context and the continuation each need at least one token")
-            ids.append(tokens)
+        only the rest, from the last context block on. Contexts are kept a wave at a time: the
+        blocks kept, plus the most any request of the wave needs, fit the cache (the smallest
+        of every rank's), so every request can always run."""
+        ids = [self._pair_ids(i, context, continuation) for i, (context, continuation) in enumerate(pairs)]
+        if not ids:
+            return []
         groups: dict[tuple[int, ...], list[int]] = {}
         for i, (context, _) in enumerate(ids):
             groups.setdefault(tuple(context), []).append(i)
-        block_size = self.config.block_size
-        budget = (self.engine.blocks.num_blocks - 1) // 2
+        blocks = self.engine.blocks
+        capacity = self.parallel.agree_min(blocks.num_blocks) - 1      # attention DP: every rank cuts alike
         requests: list[Request] = [None] * len(ids)      # type: ignore[list-item]
-        wave, kept = [], 0
+        wave, kept, most = [], 0, 0
         for context, members in groups.items():
             # Whole blocks only, and the last context token recomputed: its logits score the
             # continuation's first token.
-            shared = (len(context) - 1) // block_size * block_size if len(members) > 1 else 0
-            if wave and kept + shared // block_size > budget:
+            shared = (len(context) - 1) // blocks.block_size * blocks.block_size if len(members) > 1 else 0
+            need = max(blocks.blocks_for(len(context) + len(ids[i][1]) + 1) for i in members)
+            if wave and kept + shared // blocks.block_size + max(most, need) > capacity:
                 self._score_wave(wave, ids, requests)
-                wave, kept = [], 0
+                wave, kept, most = [], 0, 0
             wave.append((members, shared))
-            kept += shared // block_size
-        if wave:
-            self._score_wave(wave, ids, requests)
+            kept, most = kept + shared // blocks.block_size, max(most, need)
+        self._score_wave(wave, ids, requests)
         scores = [torch.cat(r.prompt_scores) if r.prompt_scores else torch.zeros(0, 2) for r in requests]
         if self.parallel.mapping.pp_size > 1:       # scores exist on the last stage, which computes logits
             flat = torch.cat(scores).to(self.device) if self.parallel.mapping.is_last_stage else \
                 torch.zeros(sum(len(x) for _, x in ids), 2, device=self.device)
             scores = self.parallel.broadcast_from_last_stage(flat).split([len(x) for _, x in ids])
-        return [ContinuationScore(s[:, 0].tolist(), [bool(g) for g in s[:, 1].tolist()])
-                for s in (s.cpu() for s in scores)]
+        return [ContinuationScore(*_score_lists(s)) for s in scores]
+
+    def _pair_ids(self, i: int, context: Prompt, continuation: Prompt) -> tuple[list[int], list[int]]:
+        """A pair as token ids, checked before any request starts: both parts, and room for them."""
+        tokens = self._token_ids(context), self._token_ids(continuation, add_special_tokens=False)
+        if not all(tokens):
+            raise ValueError(f"pair {i}: the context and the continuation each need at least one token")
+        cfg, length = self.model_config, len(tokens[0]) + len(tokens[1])
+        if length >= cfg.max_position_embeddings:
+            raise ValueError(f"pair {i}: {length} tokens leave no room to generate (max_position_embeddings "
+                             f"{cfg.max_position_embeddings})")
+        bad = [t for part in tokens for t in part if not 0 <= t < cfg.vocab_size]
+        if bad:
+            raise ValueError(f"pair {i}: token id {bad[0]} outside the vocabulary (size {cfg.vocab_size})")
+        return tokens
 
     def _score_wave(self, wave: list[tuple[list[int], int]], ids, requests: list) -> None:
         """First each group's first pair (keeping its shared blocks) and the groups that share
@@ -140,12 +151,13 @@ class LLM:
         """The token ids of a conversation ([{"role": ..., "content": ...}, ...]) rendered by the
         checkpoint's chat template, as transformers' apply_chat_template(messages,
         add_generation_prompt=...) gives them (engine/chat_template.py)."""
-        if self.chat_template is None:
+        template = ChatTemplate.from_dir(self.config.model)      # read when asked for: most runs never are
+        if template is None:
             raise ValueError(f"{self.config.model} has no chat template (tokenizer_config.json's chat_template, "
                              f"or chat_template.jinja)")
         if self.tokenizer is None:
             raise ValueError("chat templates need a tokenizer.json in the checkpoint directory")
-        return self.tokenizer.encode(self.chat_template.render(messages, add_generation_prompt), add_special_tokens=False)
+        return self.tokenizer.encode(template.render(messages, add_generation_prompt), add_special_tokens=False)
 
     def rank_info(self) -> RankInfo:
         """What this rank holds and did (see RankInfo)."""
@@ -167,12 +179,12 @@ class LLM:
         """Leave the multi-rank job (a no-op on one rank)."""
         self.parallel.shutdown()
 
-    def _token_ids(self, prompt: Prompt) -> list[int]:
+    def _token_ids(self, prompt: Prompt, add_special_tokens: bool = True) -> list[int]:
         if isinstance(prompt, str):
             if self.tokenizer is None:
                 raise ValueError("text prompts need a tokenizer.json in the checkpoint directory; "
                                  "pass token ids instead")
-            return self.tokenizer.encode(prompt)
+            return self.tokenizer.encode(prompt, add_special_tokens)
         return [int(t) for t in prompt]
 
     def _output(self, req: Request) -> RequestOutput:
@@ -185,6 +197,11 @@ class LLM:
                             [CompletionOutput(0, list(req.output_token_ids), text, req.finish_reason)], ctx,
                             spec=req.spec if self.config.mtp_nextn else None)
         if req.prompt_scores:           # on the last pipeline stage, like the context logits
-            scores = torch.cat(req.prompt_scores).cpu()
-            out.prompt_logprobs, out.prompt_greedy = scores[:, 0].tolist(), [bool(g) for g in scores[:, 1].tolist()]
+            out.prompt_logprobs, out.prompt_greedy = _score_lists(torch.cat(req.prompt_scores))
         return out
+
+
+def _score_lists(scores: torch.Tensor) -> tuple[list[float], list[bool]]:
+    """[n, 2] (log-probability, greedy) scores as two lists."""
+    scores = scores.cpu()
+    return scores[:, 0].tolist(), [bool(g) for g in scores[:, 1].tolist()]

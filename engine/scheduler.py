@@ -45,6 +45,9 @@ class Scheduler:
                              f"the cache holds {self.blocks.capacity_tokens}")
         if req.cached_prefix is not None:          # its prompt's first tokens are in another's blocks
             source, tokens = req.cached_prefix
+            if req.params.max_tokens != 1:
+                # Its MTP cache (and drafting) would start at position 0: only scoring forks.
+                raise ValueError(f"request {req.request_id}: a forked prefix is for scoring (max_tokens 1)")
             self.blocks.fork(source, req.request_id, tokens // self.blocks.block_size)
             req.num_computed_tokens = tokens
         self.waiting.append(req)

@@ -21,6 +21,10 @@ class Tokenizer:
         rendered by a chat template has its own."""
         return self._tok.encode(text, add_special_tokens=add_special_tokens).ids
 
+    def token(self, token_id: int) -> str:
+        """One token's text as the vocabulary holds it (special tokens included)."""
+        return self._tok.id_to_token(token_id) or ""
+
     def decode(self, ids: list[int]) -> str:
         return self._tok.decode(ids, skip_special_tokens=True)
 

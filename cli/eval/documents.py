@@ -39,12 +39,6 @@ class _Split:
         return UserError(message, str(self.file), self.lines[i])
 
 
-def check_task_data(task: Task, data_path: Path | None = None) -> int:
-    """The number of rows in the eval split, once every row of it (and of the few-shot split) has
-    been read, checked and rendered: any error in the data surfaces here, once, before ranks start."""
-    return len(load_docs(task, data_path=data_path))
-
-
 def load_docs(task: Task, max_samples: int | None = None, data_path: Path | None = None) -> list[Doc]:
     """The eval split's first `max_samples` rows (all: None) as Docs. `data_path` replaces the eval
     split's file; few-shot examples come from the whole few-shot split."""

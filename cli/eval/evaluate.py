@@ -69,17 +69,21 @@ def evaluate(config: EngineConfig, task: Task | Path, max_samples: int | None = 
     docs = load_docs(task, max_samples, data_path)
     if not docs:
         raise UserError("the eval split has no rows", str(data_path or task.dataset.files[task.dataset.split]))
-    prompts = Prompts(config.model, chat)
-    engine = open_engine(config, timeout_s, log_dir)
+    data = str(data_path or task.dataset.files[task.dataset.split])
+    prompts = Prompts(config.model, chat, data, config.model_config.max_position_embeddings)
+    if task.kind == "generate":
+        call = GenerateCall([prompts.ids(d) for d in docs], task.generate.max_tokens, list(task.generate.stop))
+    else:
+        pairs = [prompts.pair(d, choice) for d in docs for choice in d.choices]
+        call = ScoreCall(pairs)
+    engine = open_engine(config, timeout_s, log_dir)      # every prompt fits: checked above
     try:
         if task.kind == "generate":
-            gen = task.generate
-            run = engine.run(GenerateCall([prompts.ids(d.prompt) for d in docs], gen.max_tokens, list(gen.stop)))
+            run = engine.run(call)
             scored = [_generation_sample(task, d, out) for d, out in zip(docs, run.outputs)]
             tokens = sum(len(out["token_ids"]) for out in run.outputs)
         else:
-            pairs = [prompts.pair(d.prompt, choice) for d in docs for choice in d.choices]
-            run = engine.run(ScoreCall(pairs))
+            run = engine.run(call)
             scored = _choice_samples(docs, pairs, run)
             tokens = sum(len(c) for _, c in pairs)
     finally:
@@ -87,7 +91,7 @@ def evaluate(config: EngineConfig, task: Task | Path, max_samples: int | None = 
     metrics = aggregate([s["metrics"] for s in scored])
     primary = task.metric_names[0]
     return EvalResult(
-        model=config.model, task=task.name, dataset=str(data_path or task.dataset.files[task.dataset.split]),
+        model=config.model, task=task.name, dataset=data,
         engine=config.as_dict(), n=len(docs), metrics=metrics, accuracy=metrics[primary],
         correct=round(sum(s["metrics"][primary] for s in scored)),
         generated_tokens=tokens if task.kind == "generate" else 0, seconds=run.seconds,
@@ -96,20 +100,21 @@ def evaluate(config: EngineConfig, task: Task | Path, max_samples: int | None = 
 
 
 class Prompts:
-    """Text to token ids as the evaluation needs them: a prompt as the tokenizer encodes it (with
-    its special tokens, e.g. a BOS), or rendered by the chat template; a (context, choice) pair
-    as the whole text encoded and cut after the context's tokens (as lm-eval cuts it), so that
-    tokens merging across the cut stay whole. Unlike lm-eval, the context's trailing whitespace
-    stays in the context: the task file's continuation template says where spaces go."""
+    """A document's text as the token ids the engine runs, each checked to fit the model (else a
+    UserError naming the data file and row): a prompt as the tokenizer encodes it (with its
+    special tokens, e.g. a BOS), or rendered by the chat template; a (prompt, choice) pair as
+    lm-eval's TemplateLM encodes one: the prompt's own tokens, and the tokens the whole text has
+    after them (so a choice is tokenized in its context). Unlike lm-eval, whitespace at the
+    prompt's end stays in the prompt: the task's continuation template says where spaces go."""
 
-    def __init__(self, model_dir: str, chat: Chat | None):
+    def __init__(self, model_dir: str, chat: Chat | None, data: str, max_positions: int):
         from trtx.engine.chat_template import ChatTemplate, ChatTemplateError
         from trtx.engine.tokenizer import Tokenizer
 
         self.tokenizer = Tokenizer.from_dir(model_dir)
         if self.tokenizer is None:
             raise UserError("has no tokenizer.json: task prompts are text", model_dir)
-        self.chat, self.template = chat, None
+        self.chat, self.template, self.data, self.max_positions = chat, None, data, max_positions
         if chat is not None:
             try:
                 self.template = ChatTemplate.from_dir(model_dir)
@@ -119,7 +124,22 @@ class Prompts:
                 raise UserError("--apply-chat-template: the checkpoint has no chat template "
                                 "(tokenizer_config.json's chat_template, or chat_template.jinja)", model_dir)
 
-    def ids(self, prompt: str) -> list[int]:
+    def ids(self, doc: Doc) -> list[int]:
+        return self._fits(doc, self._encode(doc.prompt))
+
+    def pair(self, doc: Doc, choice: str) -> tuple[list[int], list[int]]:
+        if self.template is not None:
+            context, continuation = self._encode(doc.prompt), self.tokenizer.encode(choice, add_special_tokens=False)
+        else:
+            context = self.tokenizer.encode(doc.prompt)
+            continuation = self.tokenizer.encode(doc.prompt + choice)[len(context):]
+        if not continuation:
+            raise UserError(f"row {doc.index + 1}: choice {doc.choices.index(choice)} adds no token after the "
+                            f"prompt ({choice!r})", self.data)
+        self._fits(doc, context + continuation)
+        return context, continuation
+
+    def _encode(self, prompt: str) -> list[int]:
         if self.template is None:
             return self.tokenizer.encode(prompt)
         from trtx.engine.chat_template import ChatTemplateError
@@ -130,11 +150,12 @@ class Prompts:
         except ChatTemplateError as e:
             raise UserError(str(e)) from None
 
-    def pair(self, context: str, continuation: str) -> tuple[list[int], list[int]]:
-        if self.template is not None:
-            return self.ids(context), self.tokenizer.encode(continuation, add_special_tokens=False)
-        whole, head = self.tokenizer.encode(context + continuation), self.tokenizer.encode(context)
-        return whole[:len(head)], whole[len(head):]
+    def _fits(self, doc: Doc, ids: list[int]) -> list[int]:
+        if len(ids) >= self.max_positions:
+            raise UserError(f"row {doc.index + 1}: {len(ids)} tokens, but the model takes at most "
+                            f"{self.max_positions - 1} (max_position_embeddings {self.max_positions}, one left "
+                            f"to generate)", self.data)
+        return ids
 
 
 def _generation_sample(task: Task, doc: Doc, out: dict) -> dict:

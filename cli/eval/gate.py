@@ -35,6 +35,9 @@ from statistics import NormalDist
 import yaml
 
 GATE_KEYS = {"accuracy", "acceptance_rate", "sigma", "alpha", "beta"}
+# Metrics that are proportions of documents (0-100 here; an lm-eval name may add ",<filter>"): the
+# one-sided test above, higher is better, applies to these only (not to a perplexity).
+PROPORTIONS = ("acc", "acc_norm", "exact_match", "mc1", "mc2", "f1", "em")
 
 
 class ReferenceError(ValueError):
@@ -135,6 +138,9 @@ def gate_result(result, reference: dict, acceptance_floor: float = 0.50) -> tupl
         if key == "accuracy":
             gates.append(AccuracyGate(ref, result.accuracy, result.n, **params))
         elif key in result.metrics:
+            if key.split(",")[0] not in PROPORTIONS:
+                raise ReferenceError(f"{key!r} is no proportion of documents ({', '.join(PROPORTIONS)}): the "
+                                     f"accuracy gate (higher is better, sigma 50) cannot gate it")
             gates.append(AccuracyGate(ref, result.metrics[key], result.n, **params, metric=key))
     if not gates:
         raise ReferenceError(f"the reference gives none of task {result.task!r}'s metrics ({', '.join(result.metrics)})")

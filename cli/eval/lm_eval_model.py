@@ -32,6 +32,7 @@ from lm_eval.api.model import TemplateLM
 from lm_eval.api.registry import register_model
 from lm_eval.utils import get_rolling_token_windows, make_disjoint_window
 
+from ..errors import UserError
 from .engines import GenerateCall, ScoreCall, open_engine
 from .models import resolve_model
 
@@ -57,7 +58,6 @@ class TrtxLM(TemplateLM):
         return lm
 
     def _start(self, config, timeout_s: float, log_dir: Path | None, add_bos_token: bool) -> None:
-        from trtx.engine.chat_template import ChatTemplate
         from trtx.engine.tokenizer import Tokenizer
 
         super().__init__()
@@ -65,7 +65,7 @@ class TrtxLM(TemplateLM):
         self.tokenizer = Tokenizer.from_dir(config.model)
         if self.tokenizer is None:
             raise ValueError(f"{config.model} has no tokenizer.json: lm-eval's requests are text")
-        self.template = ChatTemplate.from_dir(config.model)
+        self._template = None          # the chat template, read when lm-eval asks for it
         self.engine = open_engine(config, timeout_s, log_dir)
         self.max_length = config.model_config.max_position_embeddings
         self.calls = []          # every CallResult: timings, MTP statistics, what the ranks did
@@ -83,8 +83,12 @@ class TrtxLM(TemplateLM):
 
     def tok_encode(self, string: str, add_special_tokens: bool | None = None, **kwargs) -> list[int]:
         """As lm-eval's HF model: no special tokens unless asked (add_bos_token=True, or the
-        argument); a chat-rendered prompt holds its own."""
+        argument), and none added to a string that starts with the BOS token already (a prompt
+        rendered by a chat template)."""
         add = self.add_bos_token if add_special_tokens is None else add_special_tokens
+        bos = self.config.model_config.bos_token_id
+        if add and add_special_tokens is None and bos is not None and string.startswith(self.tokenizer.token(bos)):
+            add = False
         return self.tokenizer.encode(string, add_special_tokens=add)
 
     def tok_decode(self, tokens: list[int]) -> str:
@@ -96,13 +100,28 @@ class TrtxLM(TemplateLM):
     def tokenizer_name(self) -> str:
         return str(self.config.model).replace("/", "__")
 
+    @property
+    def template(self):
+        from trtx.engine.chat_template import ChatTemplate, ChatTemplateError
+        if self._template is None:
+            try:
+                self._template = ChatTemplate.from_dir(self.config.model)
+            except ChatTemplateError as e:
+                raise UserError(str(e)) from None
+            if self._template is None:
+                raise UserError(f"{self.config.model} has no chat template (tokenizer_config.json's chat_template, "
+                                f"or chat_template.jinja): --apply_chat_template needs one")
+        return self._template
+
     def chat_template(self, chat_template: bool | str = False) -> str | None:
-        return self.template.source if chat_template and self.template is not None else None
+        return self.template.source if chat_template else None
 
     def apply_chat_template(self, chat_history: list[dict[str, str]], add_generation_prompt: bool = True) -> str:
-        if self.template is None:
-            raise ValueError(f"{self.config.model} has no chat template (--apply_chat_template needs one)")
-        return self.template.render(chat_history, add_generation_prompt)
+        from trtx.engine.chat_template import ChatTemplateError
+        try:
+            return self.template.render(chat_history, add_generation_prompt)
+        except ChatTemplateError as e:
+            raise UserError(str(e)) from None
 
     # -- requests -----------------------------------------------------------------------------------
 
@@ -145,8 +164,8 @@ class TrtxLM(TemplateLM):
         groups = defaultdict(list)
         for i, (context, kwargs) in enumerate(req.args for req in requests):
             kwargs = dict(kwargs or {})
-            if kwargs.get("do_sample") or kwargs.get("temperature", 0.0) > 0:
-                raise ValueError("trtx's lm-eval model generates greedily: the task asks for sampling "
+            if kwargs.get("do_sample") or (kwargs.get("temperature") or 0) > 0:
+                raise UserError("trtx's lm-eval model generates greedily: the task asks for sampling "
                                  f"(do_sample={kwargs.get('do_sample')}, temperature={kwargs.get('temperature')})")
             until = kwargs.get("until") or []
             until = (until,) if isinstance(until, str) else tuple(until)

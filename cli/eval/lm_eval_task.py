@@ -18,8 +18,8 @@ from pathlib import Path
 from ..bundled import MODELS_DIR
 from ..errors import UserError, closest
 from .evaluate import Chat, EvalResult
+from .gate import PROPORTIONS
 
-PROPORTIONS = ("acc", "acc_norm", "exact_match", "mc1", "mc2", "f1", "em")
 
 # lm-eval tasks over the bundled model's data, so that lm-eval runs out of the box, offline: arith_lm
 # grades as the arith task file, arith_choice_lm scores as arith-choice. lm-eval reads a local

@@ -139,4 +139,6 @@ def make_release_checkpoint(model_dir: Path, template: str = "llama3", seed: int
         "tokenizer_class": "PreTrainedTokenizerFast", "bos_token": "<|begin_of_text|>",
         "eos_token": {"__type": "AddedToken", "content": "<|eot_id|>", "special": True}, "chat_template": CHAT_TEMPLATES[template]}))
     (model_dir / "generation_config.json").write_text(json.dumps({"bos_token_id": bos, "eos_token_id": [eos, eot]}))
+    config = json.loads((model_dir / "config.json").read_text())
+    (model_dir / "config.json").write_text(json.dumps(dict(config, bos_token_id=bos, eos_token_id=eos)))
     return model_dir

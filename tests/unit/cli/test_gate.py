@@ -87,6 +87,11 @@ def test_every_metric_of_the_task_the_reference_gives_is_gated(tmp_path):
     path.write_text("m:\n  - acc_nrom: 60.0\n")
     with pytest.raises(ReferenceError, match="entries: \\[\\{'acc_nrom': 60.0\\}\\]"):
         load_reference(path, "m", {}, metrics)
+    # A metric that is no proportion (an lm-eval perplexity) cannot take the accuracy gate.
+    path.write_text("m:\n  - word_perplexity,none: 12.0\n")
+    with pytest.raises(ReferenceError, match="'word_perplexity,none' is no proportion of documents"):
+        gate_result(result_with({"word_perplexity,none": 11.0}),
+                    load_reference(path, "m", {}, ["word_perplexity,none"]))
     # An entry with no metric of the task gates nothing: an error.
     path.write_text("m:\n  - sigma: 40\n")
     with pytest.raises(ReferenceError, match="gives none of task 't'"):

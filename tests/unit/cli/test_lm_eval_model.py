@@ -10,7 +10,8 @@ pytest.importorskip("lm_eval")
 from lm_eval.api.instance import Instance  # noqa: E402
 from lm_eval.api.registry import get_model  # noqa: E402
 
-from tests.helpers.checkpoints import load_reference, make_checkpoint  # noqa: E402
+from tests.helpers.checkpoints import load_reference, make_checkpoint, make_release_checkpoint  # noqa: E402
+from trtx.cli.errors import UserError  # noqa: E402
 from trtx.cli.eval.lm_eval_model import TrtxLM  # noqa: E402
 
 pytestmark = pytest.mark.timeout(600)
@@ -81,8 +82,19 @@ def test_generate_until_is_greedy_and_stops_before_the_stop_string(model):
                                      (prompt, {"until": [stop] if stop else [], "max_gen_toks": 12})))
     assert got[0] == full
     assert got[1] == (full[:full.index(stop)] if stop else full)
-    with pytest.raises(ValueError, match="generates greedily"):
+    with pytest.raises(UserError, match="generates greedily"):
         lm.generate_until(requests("generate_until", (prompt, {"do_sample": True, "temperature": 0.7})))
+    assert lm.generate_until(requests("generate_until", (prompt, {"temperature": None, "max_gen_toks": 12})))[0] == full
+
+
+def test_bos_once_with_a_chat_template(tmp_path):
+    """add_bos_token=True adds BOS to plain text, but not to a chat-rendered prompt that starts
+    with it (lm-eval's TemplateLM contract); the template is the release's, rendered as transformers does."""
+    lm = TrtxLM(pretrained=str(make_release_checkpoint(tmp_path)), add_bos_token=True, num_kv_blocks=16)
+    bos = lm.config.model_config.bos_token_id
+    assert lm.tok_encode("Hi")[0] == bos and lm.tok_encode("Hi").count(bos) == 1
+    chat = lm.apply_chat_template([{"role": "user", "content": "Hi"}])
+    assert chat.startswith("<|begin_of_text|>") and lm.tok_encode(chat).count(bos) == 1
 
 
 def test_model_args(model):

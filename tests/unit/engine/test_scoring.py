@@ -6,7 +6,7 @@ blocks) and give the same scores as scored alone, in waves on a small cache; not
 import pytest
 import torch
 
-from tests.helpers.checkpoints import load_reference, make_checkpoint, make_mtp_checkpoint
+from tests.helpers.checkpoints import load_reference, make_checkpoint, make_mtp_checkpoint, make_release_checkpoint
 from trtx.engine import LLM, SamplingParams
 from trtx.engine.kv_cache import BlockManager
 
@@ -120,6 +120,27 @@ def test_a_small_cache_keeps_contexts_a_wave_at_a_time(tmp_path):
     assert llm.engine.blocks.num_free == 15 and not llm.engine.blocks.tables
 
 
+def test_kept_contexts_never_starve_a_long_pair(tmp_path):
+    """10 usable blocks of 4 tokens: a context kept for its second continuation (4 blocks) must not
+    share a wave with a pair that needs 9 blocks alone, or that pair could never be admitted."""
+    model = make_checkpoint(tmp_path)
+    context = list(range(10, 27))                                   # 17 tokens: 16 kept
+    pairs = [(context, [50]), (context, [51]), (list(range(30, 61)), [52, 53, 54])]     # 34 tokens: 9 blocks
+    roomy = LLM(model, block_size=4, num_kv_blocks=64).score(pairs)
+    llm = LLM(model, block_size=4, num_kv_blocks=11)
+    assert_close(roomy, llm.score(pairs))
+    assert llm.engine.blocks.num_free == 10
+
+
+def test_a_text_continuation_gets_no_special_tokens(tmp_path):
+    """With a tokenizer that puts BOS first, a text continuation is scored without one."""
+    llm = LLM(make_release_checkpoint(tmp_path), block_size=4, num_kv_blocks=64)
+    text = llm.score([("Hi", " there")])[0]
+    ids = llm.score([(llm.tokenizer.encode("Hi"), llm.tokenizer.encode(" there", add_special_tokens=False))])[0]
+    assert len(text.logprobs) == len(" there") and text.logprobs == ids.logprobs
+    assert llm.score([]) == []
+
+
 def test_scores_with_mtp_equal_scores_without(tmp_path):
     """A model with an MTP module scores the same with speculation on: a scoring request samples
     one token and never drafts."""
@@ -146,6 +167,12 @@ def test_bad_scoring_requests_are_refused(tmp_path):
     llm = LLM(make_checkpoint(tmp_path), block_size=4)
     with pytest.raises(ValueError, match="pair 1: the context and the continuation each need at least one token"):
         llm.score([([5], [6]), ([], [7])])
+    # Checked before any request starts: nothing is left queued or holding blocks.
+    with pytest.raises(ValueError, match="pair 1: 512 tokens leave no room to generate"):
+        llm.score([([5, 5], [6]), ([5] * 500, [6] * 12)])
+    with pytest.raises(ValueError, match="pair 0: token id 999 outside the vocabulary"):
+        llm.score([([5, 999], [6])])
+    assert not llm.engine.has_unfinished() and not llm.engine.blocks.tables
     with pytest.raises(ValueError, match="prompt_logprobs_from 3 leaves nothing to score in a prompt of 3 tokens"):
         llm.generate([5, 6, 7], SamplingParams(prompt_logprobs_from=3))
     with pytest.raises(ValueError, match="prompt_logprobs_from must be >= 1"):
