@@ -59,6 +59,11 @@ def eval_cmd(model, task_name, dataset, lm_eval_task, include_path, apply_chat_t
         raise UserError("--system-prompt goes into the chat template: give --apply-chat-template with it")
     if lm_eval_task and (task_name or dataset):
         raise UserError("--lm-eval runs an lm-eval task: it takes neither --task nor --dataset")
+    if lm_eval_task and samples:
+        raise UserError("--samples lists a task file's documents; with --lm-eval, lm-eval's own `trtx lm-eval "
+                        "... --log_samples` writes them")
+    if json_out and not Path(json_out).resolve().parent.is_dir():
+        raise UserError(f"--json {json_out}: no folder {Path(json_out).resolve().parent} to write it in")
     if include_path and not lm_eval_task:
         raise UserError("--include-path is where --lm-eval finds your task files: give --lm-eval TASK with it")
     model_dir = resolve_model(model)

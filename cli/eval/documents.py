@@ -25,6 +25,19 @@ class Doc:
     choices: list[str] | None       # multiple_choice: each continuation, exactly as appended after `prompt`
     gold: int | None                # multiple_choice: the correct index
     row: dict                       # the dataset row
+    file: Path | None = None        # where the row is: its file, and its line (JSONL) or None
+    line: int | None = None
+
+    def error(self, message: str) -> UserError:
+        """An error about this row, naming its file and line."""
+        return _row_error(self.file, self.line, self.index, message)
+
+
+def _row_error(file: Path, line: int | None, index: int, message: str) -> UserError:
+    """At the row's line, or as `row N` where rows have no line (Parquet, a JSON array)."""
+    if line is None:
+        return UserError(f"row {index + 1}: {message}", str(file))
+    return UserError(message, str(file), line)
 
 
 @dataclass
@@ -34,9 +47,7 @@ class _Split:
     lines: list[int | None]         # each row's JSONL line; None where rows have no line (Parquet, a JSON array)
 
     def error(self, i: int, message: str) -> UserError:
-        if self.lines[i] is None:
-            return UserError(f"row {i + 1}: {message}", str(self.file))
-        return UserError(message, str(self.file), self.lines[i])
+        return _row_error(self.file, self.lines[i], i, message)
 
 
 def load_docs(task: Task, max_samples: int | None = None, data_path: Path | None = None) -> list[Doc]:
@@ -67,10 +78,13 @@ def load_docs(task: Task, max_samples: int | None = None, data_path: Path | None
 
 def _doc(task: Task, split: _Split, i: int, prompt: str) -> Doc:
     row = split.rows[i]
+    if not prompt:
+        raise split.error(i, "the prompt renders empty: the model needs text to continue")
     if task.generate:
-        return Doc(i, prompt, _render(split, i, "generate.target", task.generate.target), None, None, row)
+        return Doc(i, prompt, _render(split, i, "generate.target", task.generate.target), None, None, row,
+                   split.file, split.lines[i])
     choices, gold = _choices(task, split, i)
-    return Doc(i, prompt, None, choices, gold, row)
+    return Doc(i, prompt, None, choices, gold, row, split.file, split.lines[i])
 
 
 def _example(task: Task, split: _Split, i: int) -> str:
@@ -155,9 +169,11 @@ def _json_rows(file: Path) -> tuple[list[dict], list[int | None]]:
         raise UserError(f"cannot read the dataset: {e.strerror}", str(file)) from None
     if file.suffix == ".json" and text.lstrip().startswith("["):
         try:
-            items = json.loads(text)
+            items = json.loads(text, object_pairs_hook=_object)
         except json.JSONDecodeError as e:
             raise UserError(f"invalid JSON: {e.msg} (column {e.colno})", str(file), e.lineno) from None
+        except DuplicateKey as e:
+            raise UserError(f"the key {e} appears twice in one object", str(file)) from None
         for n, item in enumerate(items):
             if not isinstance(item, dict):
                 raise UserError(f"row {n + 1}: expected a JSON object, got {json.dumps(item)[:40]}", str(file))
@@ -167,9 +183,11 @@ def _json_rows(file: Path) -> tuple[list[dict], list[int | None]]:
         if not line.strip():
             continue
         try:
-            row = json.loads(line)
+            row = json.loads(line, object_pairs_hook=_object)
         except json.JSONDecodeError as e:
             raise UserError(f"invalid JSON: {e.msg} (column {e.colno})", str(file), number) from None
+        except DuplicateKey as e:
+            raise UserError(f"the key {e} appears twice in one object", str(file), number) from None
         if not isinstance(row, dict):
             raise UserError(f"expected a JSON object, got {line.strip()[:40]}", str(file), number)
         rows.append(row)
@@ -177,10 +195,28 @@ def _json_rows(file: Path) -> tuple[list[dict], list[int | None]]:
     return rows, lines
 
 
+class DuplicateKey(ValueError):
+    pass
+
+
+def _object(pairs: list[tuple[str, object]]) -> dict:
+    """A JSON object whose keys are all different (json keeps the last of two silently)."""
+    row = dict(pairs)
+    if len(row) != len(pairs):
+        raise DuplicateKey(repr(next(k for i, (k, _) in enumerate(pairs) if k in dict(pairs[:i]))))
+    return row
+
+
 def _load_parquet(file: Path, split: str) -> list[dict]:
     """A Parquet file's rows, read with datasets (the file's schema gives each column its type)."""
     os.environ.setdefault("HF_DATASETS_OFFLINE", "1")      # the file is local: never ask the Hub
     import datasets
+    import pyarrow.parquet
+    try:
+        if pyarrow.parquet.ParquetFile(file).metadata.num_rows == 0:
+            return []                    # datasets fails on it; an empty split has its own error
+    except Exception as e:
+        raise UserError(f"cannot read the dataset: {_first_line(e)}", str(file)) from None
     datasets.disable_progress_bars()
     level = datasets.logging.get_verbosity()
     datasets.logging.set_verbosity(datasets.logging.CRITICAL)     # it would log the error below too

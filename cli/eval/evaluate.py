@@ -6,6 +6,7 @@ and what each rank did.
 """
 from __future__ import annotations
 
+import os
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -69,8 +70,8 @@ def evaluate(config: EngineConfig, task: Task | Path, max_samples: int | None = 
     docs = load_docs(task, max_samples, data_path)
     if not docs:
         raise UserError("the eval split has no rows", str(data_path or task.dataset.files[task.dataset.split]))
-    data = str(data_path or task.dataset.files[task.dataset.split])
-    prompts = Prompts(config.model, chat, data, config.model_config.max_position_embeddings)
+    data = os.path.normpath(data_path or task.dataset.files[task.dataset.split])
+    prompts = Prompts(config.model, chat, config.model_config.max_position_embeddings)
     if task.kind == "generate":
         call = GenerateCall([prompts.ids(d) for d in docs], task.generate.max_tokens, list(task.generate.stop))
     else:
@@ -107,14 +108,14 @@ class Prompts:
     after them (so a choice is tokenized in its context). Unlike lm-eval, whitespace at the
     prompt's end stays in the prompt: the task's continuation template says where spaces go."""
 
-    def __init__(self, model_dir: str, chat: Chat | None, data: str, max_positions: int):
+    def __init__(self, model_dir: str, chat: Chat | None, max_positions: int):
         from trtx.engine.chat_template import ChatTemplate, ChatTemplateError
         from trtx.engine.tokenizer import Tokenizer
 
         self.tokenizer = Tokenizer.from_dir(model_dir)
         if self.tokenizer is None:
             raise UserError("has no tokenizer.json: task prompts are text", model_dir)
-        self.chat, self.template, self.data, self.max_positions = chat, None, data, max_positions
+        self.chat, self.template, self.max_positions = chat, None, max_positions
         if chat is not None:
             try:
                 self.template = ChatTemplate.from_dir(model_dir)
@@ -134,8 +135,7 @@ class Prompts:
             context = self.tokenizer.encode(doc.prompt)
             continuation = self.tokenizer.encode(doc.prompt + choice)[len(context):]
         if not continuation:
-            raise UserError(f"row {doc.index + 1}: choice {doc.choices.index(choice)} adds no token after the "
-                            f"prompt ({choice!r})", self.data)
+            raise doc.error(f"choice {doc.choices.index(choice)} adds no token after the prompt ({choice!r})")
         self._fits(doc, context + continuation)
         return context, continuation
 
@@ -151,10 +151,11 @@ class Prompts:
             raise UserError(str(e)) from None
 
     def _fits(self, doc: Doc, ids: list[int]) -> list[int]:
+        if not ids:
+            raise doc.error("the prompt encodes to no token")
         if len(ids) >= self.max_positions:
-            raise UserError(f"row {doc.index + 1}: {len(ids)} tokens, but the model takes at most "
-                            f"{self.max_positions - 1} (max_position_embeddings {self.max_positions}, one left "
-                            f"to generate)", self.data)
+            raise doc.error(f"{len(ids)} tokens, but the model takes at most {self.max_positions - 1} "
+                            f"(max_position_embeddings {self.max_positions}, one left to generate)")
         return ids
 
 

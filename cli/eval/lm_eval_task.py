@@ -52,7 +52,8 @@ doc_to_text: "{{{{question}}}}"
 doc_to_choice: "{{{{choices}}}}"
 doc_to_target: label
 target_delimiter: ""
-metric_list: [{{metric: acc}}, {{metric: acc_norm}}]
+metric_list: [{{metric: acc, aggregation: mean, higher_is_better: true}},
+              {{metric: acc_norm, aggregation: mean, higher_is_better: true}}]
 """,
 }
 
@@ -83,8 +84,8 @@ def evaluate_lm_eval(config, task_name: str, max_samples: int | None = None, *, 
         manager = TaskManager(include_path=[write_bundled_tasks(Path(bundled))] + ([include_path] if include_path else []))
         if task_name not in manager.all_tasks:
             raise UserError(f"--lm-eval {task_name!r}: lm-eval knows no such task"
-                            f"{closest(task_name, manager.all_tasks)}" + ("" if include_path else
-                                                                           " (your own task files: --include-path DIR)"))
+                            f"{closest(task_name, manager.all_tasks)}; trtx brings {', '.join(BUNDLED_TASKS)}"
+                            + ("" if include_path else "; your own task files: --include-path DIR"))
         lm = TrtxLM.from_config(config, timeout_s, log_dir)
         try:
             out = lm_eval.simple_evaluate(model=lm, tasks=[task_name], task_manager=manager, limit=max_samples,

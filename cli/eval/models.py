@@ -55,7 +55,8 @@ def resolve_task(name_or_file: str | None, model_dir: Path) -> Path:
     path = Path(name_or_file)
     if path.suffix in (".yaml", ".yml") or path.exists():
         if not path.is_file():
-            raise UserError(f"--task {name_or_file!r}: no such task file")
+            raise UserError(f"--task {name_or_file!r}: " + ("a folder, not a task file" if path.is_dir()
+                                                           else "no such task file"))
         return path
     known = {p.stem: p for p in reversed(task_files(model_dir))}      # the model's own win
     if name_or_file in known:

@@ -41,3 +41,28 @@ def test_a_bad_split_is_refused_before_any_rank_starts(tmp_path):
     assert not (tmp_path / "launcher.log").exists()
     with pytest.raises(ValueError, match="needs 4 ranks, but this job has 1"):
         LLM(MODEL, tensor_parallel_size=2, pipeline_parallel_size=2)
+
+
+def test_what_cannot_run_is_refused_before_the_engine_loads(tmp_path, monkeypatch):
+    """A prompt longer than the model, a multiple-choice row whose choice adds no token, --json
+    into a missing folder, --samples with --lm-eval: one line each, exit 2, nothing loaded."""
+    monkeypatch.setattr(cmd_eval, "evaluate", evaluate)          # the real one, but no engine may load
+    monkeypatch.setattr(LLM, "from_config", lambda config: pytest.fail("the engine was loaded"))
+    rows = tmp_path / "rows.jsonl"
+    rows.write_text('{"prompt": "1+1=", "answer": 2}\n' + '{"prompt": "%s", "answer": 2}\n' % ("x" * 300))
+    res = CliRunner().invoke(cli, ["eval", "--dataset", str(rows)])
+    assert res.exit_code == 2
+    assert res.stderr == (f"Error: {rows}:2: 300 tokens, but the model takes at most 255 "
+                          f"(max_position_embeddings 256, one left to generate)\n")
+    task = tmp_path / "mc.yaml"
+    task.write_text("task: mc\ndataset: {path: mc.jsonl}\nprompt: '{{ q }}'\n"
+                    "multiple_choice: {choices: c, target: g, continuation: '{{ choice }}'}\n")
+    (tmp_path / "mc.jsonl").write_text('{"q": "1+1=", "c": ["2", "3"], "g": 0}\n')
+    monkeypatch.setattr("trtx.engine.tokenizer.Tokenizer.encode", lambda self, text, add_special_tokens=True:
+                        [5] * len(text.rstrip("3")))            # choice "3" adds no token after the prompt
+    res = CliRunner().invoke(cli, ["eval", "--task", str(task)])
+    assert res.exit_code == 2 and res.stderr == f"Error: {tmp_path / 'mc.jsonl'}:1: choice 1 adds no token after the prompt ('3')\n"
+    res = CliRunner().invoke(cli, ["eval", "--json", str(tmp_path / "nowhere" / "x.json")])
+    assert res.exit_code == 2 and res.stderr.startswith("Error: --json") and "no folder" in res.stderr
+    res = CliRunner().invoke(cli, ["eval", "--lm-eval", "arith_lm", "--json", str(tmp_path / "x.json"), "--samples"])
+    assert res.exit_code == 2 and res.stderr.startswith("Error: --samples lists a task file's documents")

@@ -383,6 +383,9 @@ DATA_ERRORS = [     # (task text, the bad row (line 3, after a good row and a bl
      "multiple_choice.target must render an integer index, got 'one'"),
     (MC.replace("{choices: c", "{continuation: '{{ choice }}', choices: c"), dict(GOOD, c=["y", ""]),
      "choice 1 renders to an empty continuation"),
+    (GEN.replace('"Q: {{ q }}\\n"', '"{{ q }}"'), dict(GOOD, q=""),
+     "the prompt renders empty: the model needs text to continue"),
+    (GEN, '{"q": "x", "a": 1, "a": 2}', "the key 'a' appears twice in one object"),
 ]
 
 
@@ -390,6 +393,14 @@ DATA_ERRORS = [     # (task text, the bad row (line 3, after a good row and a bl
 def test_data_errors_name_the_data_file_and_line(tmp_path, text, bad, message):
     task = gen_task(tmp_path, [GOOD, "", bad, GOOD], text)
     assert message in one_line_error(tmp_path / "data.jsonl", 3, lambda: load_docs(task))
+
+
+def test_an_empty_parquet_split_is_the_empty_split_error(tmp_path):
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+    pq.write_table(pa.table({"q": pa.array([], pa.string()), "a": pa.array([], pa.int64())}), tmp_path / "d.parquet")
+    task = load_task(write(tmp_path / "task.yaml", GEN.replace("data.jsonl", "d.parquet")))
+    assert "the split 'train'" in one_line_error(tmp_path / "task.yaml", 3, lambda: load_docs(task))
 
 
 def test_dataset_errors(tmp_path):
