@@ -67,32 +67,27 @@ def evaluate(config: EngineConfig, task: Task | Path, max_samples: int | None = 
     on one rank, else a job on tp x pp ranks through the launcher (engines.RankEngine: timeout_s,
     log_dir). Bad task data raises UserError before the engine loads or any rank starts."""
     task = task if isinstance(task, Task) else load_task(Path(task))
-    docs = load_docs(task, max_samples, data_path)
-    if not docs:
-        raise UserError("the eval split has no rows", str(data_path or task.dataset.files[task.dataset.split]))
-    data = os.path.normpath(data_path or task.dataset.files[task.dataset.split])
+    docs = load_docs(task, max_samples, data_path)           # an empty split is an error there
     prompts = Prompts(config.model, chat, config.model_config.max_position_embeddings)
     if task.kind == "generate":
         call = GenerateCall([prompts.ids(d) for d in docs], task.generate.max_tokens, list(task.generate.stop))
     else:
-        pairs = [prompts.pair(d, choice) for d in docs for choice in d.choices]
-        call = ScoreCall(pairs)
+        call = ScoreCall([prompts.pair(d, choice) for d in docs for choice in d.choices])
     engine = open_engine(config, timeout_s, log_dir)      # every prompt fits: checked above
     try:
-        if task.kind == "generate":
-            run = engine.run(call)
-            scored = [_generation_sample(task, d, out) for d, out in zip(docs, run.outputs)]
-            tokens = sum(len(out["token_ids"]) for out in run.outputs)
-        else:
-            run = engine.run(call)
-            scored = _choice_samples(docs, pairs, run)
-            tokens = sum(len(c) for _, c in pairs)
+        run = engine.run(call)
     finally:
         engine.close()
+    if task.kind == "generate":
+        scored = [_generation_sample(task, d, out) for d, out in zip(docs, run.outputs)]
+        tokens = sum(len(out["token_ids"]) for out in run.outputs)
+    else:
+        scored = _choice_samples(docs, run)
+        tokens = sum(len(c) for _, c in call.pairs)
     metrics = aggregate([s["metrics"] for s in scored])
     primary = task.metric_names[0]
     return EvalResult(
-        model=config.model, task=task.name, dataset=data,
+        model=config.model, task=task.name, dataset=os.path.normpath(data_path or task.dataset.files[task.dataset.split]),
         engine=config.as_dict(), n=len(docs), metrics=metrics, accuracy=metrics[primary],
         correct=round(sum(s["metrics"][primary] for s in scored)),
         generated_tokens=tokens if task.kind == "generate" else 0, seconds=run.seconds,
@@ -165,7 +160,7 @@ def _generation_sample(task: Task, doc: Doc, out: dict) -> dict:
             "metrics": score_generation(task, doc, out["text"])}
 
 
-def _choice_samples(docs: list[Doc], pairs: list, run: CallResult) -> list[dict]:
+def _choice_samples(docs: list[Doc], run: CallResult) -> list[dict]:
     samples, outs = [], iter(run.outputs)
     for doc in docs:
         scores = [next(outs) for _ in doc.choices]
