@@ -53,6 +53,11 @@ class AttentionMetadata:
     window: int | None = None            # the sliding window of the layers that slide
     backend: str = "sdpa"                # decode attention: "triton" or "sdpa"
 
+    @property
+    def triton(self) -> bool:
+        """A Triton rank (CUDA): the decode kernel, and the fused norm, rotary and SiLU kernels."""
+        return self.backend == "triton"
+
 
 def paged_attention(q: torch.Tensor, kv: torch.Tensor, kv_cache: torch.Tensor, meta: AttentionMetadata,
                     sliding: bool = False) -> torch.Tensor:
@@ -66,7 +71,7 @@ def paged_attention(q: torch.Tensor, kv: torch.Tensor, kv_cache: torch.Tensor, m
     parts = []
     if meta.decode is not None:
         n = meta.num_decodes
-        decode = _triton_decode if meta.backend == "triton" else _sdpa_decode
+        decode = _triton_decode if meta.triton else _sdpa_decode
         parts.append(decode(q[:n], kv_cache, meta.decode, window).reshape(n, num_heads * head_dim))
     for p in meta.prefills:
         keys, values = _gather(kv_cache, p.blocks, 1, p.kv_len, kv_heads)

@@ -40,7 +40,7 @@ class Attention(nn.Module):
         # q and k are rotated together, written back in place, and k, v then sit side by side in
         # the layout the cache stores: one rotation, one cache write, no concatenation.
         qk = qkv[:, :self.q_size + self.kv_size].view(tokens, heads + kv_heads, dim)
-        rotary_(qk, *rope, triton=meta.backend == "triton")
+        rotary_(qk, *rope, triton=meta.triton)
         q = qkv[:, :self.q_size].view(tokens, heads, dim)
         kv = qkv[:, self.q_size:].view(tokens, 2 * kv_heads, dim)
         return self.tp.all_reduce(self.o_proj(paged_attention(q, kv, kv_cache, meta, self.sliding)))
@@ -73,7 +73,7 @@ class DecoderLayer(nn.Module):
         self.mlp = MLP(cfg, tp, dp)
 
     def forward(self, hidden, residual, kv_cache, meta, rope):
-        triton = meta.backend == "triton"       # the Triton kernels' rank: fused norms, rotary, SiLU too
+        triton = meta.triton
         normed, residual = self.input_layernorm.add(hidden, residual, triton)
         hidden = self.self_attn(normed, kv_cache, meta, rope)
         normed, residual = self.post_attention_layernorm.add(hidden, residual, triton)
@@ -113,7 +113,7 @@ class LlamaForCausalLM(nn.Module):
         for layer, kv in zip(self.layers, kv_caches):
             hidden, residual = layer(hidden, residual, kv, meta, rope)
         if self.mapping.is_last_stage:
-            return self.norm.add(hidden, residual, meta.backend == "triton")[0]
+            return self.norm.add(hidden, residual, meta.triton)[0]
         return hidden, residual
 
     def compute_logits(self, hidden: torch.Tensor) -> torch.Tensor:

@@ -42,7 +42,7 @@ class MtpModule(nn.Module):
                 meta: AttentionMetadata) -> torch.Tensor:
         """hidden: [T, d] post-norm states at positions meta.positions; next_ids: [T] the token
         after each. Returns the post-norm output [T, d] (lm_head input, and the next draft's h)."""
-        triton = meta.backend == "triton"
+        triton = meta.triton
         x = self.eh_proj(torch.cat([self.enorm(base.embed_tokens(next_ids), triton), self.hnorm(hidden, triton)], dim=-1))
         rope = base.rotary.tables(meta.positions, x.dtype)
         out, residual = self.block(x, None, kv_cache, meta, rope)
