@@ -46,7 +46,8 @@ def test_trtx_eval_runs_an_lm_eval_task_like_the_task_file(tmp_path, tasks):
     assert data["metrics"] == {"exact_match,last-answer": native.metrics["exact_match,last-answer"]}
     assert data["spec"]["proposed"] > 0 and data["spec"]["acceptance_rate"] == pytest.approx(
         native.spec["acceptance_rate"], abs=1e-9)
-    res = trtx("eval", "--lm-eval", "arith_lmm", "--include-path", str(tasks), tmp_path=tmp_path)
+    (tmp_path / "mine").mkdir()                                     # the user's own (empty) task folder
+    res = trtx("eval", "--lm-eval", "arith_lmm", "--include-path", str(tmp_path / "mine"), tmp_path=tmp_path)
     assert res.returncode == 2 and "lm-eval knows no such task (did you mean: arith_lm" in res.stderr
     assert res.stderr.count("\n") == 1
 
