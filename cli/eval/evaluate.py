@@ -54,11 +54,6 @@ class EvalResult:
             d.pop("samples")
         return d
 
-    @classmethod
-    def from_dict(cls, data: dict) -> "EvalResult":
-        from trtx.engine.outputs import RankInfo
-        return cls(**dict(data, ranks=[RankInfo(**r) for r in data.get("ranks", [])]))
-
 
 def evaluate(config: EngineConfig, task: Task | Path, max_samples: int | None = None, *,
              data_path: Path | None = None, chat: Chat | None = None, timeout_s: float = 1800,
