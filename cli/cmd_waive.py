@@ -1,6 +1,8 @@
 """`trtx waive add|remove|list|check`: edit and audit the waive file."""
 from __future__ import annotations
 
+from pathlib import Path
+
 import click
 
 from .errors import UserError
@@ -10,6 +12,8 @@ from .lists.testline import TestRef, parse_ref
 from .lists.waives import MARKERS, Waive, WaiveFile, checked, editing, hygiene
 from .options import edited_waives_file, edited_waives_option, match_option, platform_option, test_root_option, \
     waives_option
+from .run.history import HISTORY_DIR, load_history
+from .run.trends import stale_waives
 
 
 def _ref(test_id: str) -> TestRef:
@@ -101,16 +105,52 @@ def list_waives(matches, platforms, show_all, waives_file):
                    f"(this system's: {names}; --all lists them)")
 
 
+STALE_RUNS = 3
+DEFAULT_HISTORIES = Path("results") / HISTORY_DIR
+
+
 @waive.command()
 @waives_option
 @test_root_option
-def check(waives_file, test_root):
+@click.option("--stale", is_flag=True,
+              help="Also name the waives whose tests passed their last --runs runs in the history.")
+@click.option("--history", type=click.Path(dir_okay=False),
+              help=f"With --stale: the history file (default: the only {DEFAULT_HISTORIES}/*.sqlite).")
+@click.option("--runs", type=click.IntRange(min=1), help=f"With --stale: runs in a row (default {STALE_RUNS}).")
+def check(waives_file, test_root, stale, history, runs):
     """Audit the waive file: entries that match no test, reasons without a bug link, duplicates
-    and conflicting markers. Exit code 1 when there is any."""
+    and conflicting markers; with --stale also waives whose tests passed their last runs in the
+    history (docs/history.md). Exit code 1 when there is any."""
+    if not stale and (history or runs):
+        raise UserError("--history and --runs are for --stale")
     wf = WaiveFile.load(waives_file)
-    problems = hygiene(wf, KnownTests(test_root))
-    for w, what in problems:
-        click.echo(f"{waives_file}:{w.line}: {what}")
+    found, never_ran = [], []
+    if stale:                       # before collecting the tests: a bad history fails at once
+        runs = runs or STALE_RUNS
+        path = Path(history) if history else _only_history()
+        found, never_ran = stale_waives(load_history(path), wf.entries, runs)
+    problems = [(w.line, what) for w, what in hygiene(wf, KnownTests(test_root))]
+    problems += [(s.waive.line, f"stale: {s.nodeid} passed its last {runs} runs (runs #{s.first_run}-#{s.last_run}): "
+                                f"trtx waive remove {_quoted(str(s.waive.ref))}") for s in found]
+    for line, what in sorted(problems, key=lambda p: p[0]):
+        click.echo(f"{waives_file}:{line}: {what}")
+    if never_ran:
+        click.echo(f"hint: {len(never_ran)} waives have no run of their tests in {path}: `trtx run --run-waived` "
+                   "runs waived tests, so that the history can tell when one is stale")
     click.echo(f"{len(wf.entries)} entries, {len(problems)} problems")
     if problems:
         raise SystemExit(1)
+
+
+def _only_history() -> Path:
+    """--history's default: the one history file in results/history/, else the user must name it."""
+    found = sorted(DEFAULT_HISTORIES.glob("*.sqlite"))
+    if len(found) != 1:
+        what = f"{len(found)} history files" if found else "no history file"
+        raise UserError(f"{what} in {DEFAULT_HISTORIES}/: name the history with --history FILE")
+    return found[0]
+
+
+def _quoted(text: str) -> str:
+    """`text` in single quotes for a shell, always: a test id often holds brackets or spaces."""
+    return "'" + text.replace("'", "'\\''") + "'"
