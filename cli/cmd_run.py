@@ -1,6 +1,9 @@
 """`trtx run CONTEXT`: resolve a context's tests for this system and run them."""
 from __future__ import annotations
 
+import os
+import signal
+import time
 from pathlib import Path
 
 import click
@@ -13,9 +16,10 @@ from .lists.sysinfo import system_info
 from .lists.testdb import load_testdb
 from .lists.waives import WaiveFile
 from .options import match_option, platform_option, test_root_option, testdb_option, timeout_option, waives_option
-from .run.report import render_rich
+from .run.history import append_run, default_history_path, load_history
+from .run.report import render_markdown, render_rich
 from .run.results import JUNIT_FILE, fresh_results_dir, write_durations
-from .run.runner import Runner
+from .run.runner import RunOptions, Runner
 
 
 @click.command()
@@ -32,19 +36,33 @@ from .run.runner import Runner
               metavar="FILE", help="Recorded test durations that --shard balances on, e.g. an earlier run's "
                    f"RESULTS/durations.json (every run writes one). Default: {DURATIONS} if "
                    "there is one; without durations, shards are split by count.")
+@click.option("--retries", type=click.IntRange(0, 10), default=0, show_default=True, metavar="N",
+              help="Run a failed test again, up to N times, when its failure was of the infrastructure "
+                   "(the launcher failed before any rank started, a rendezvous or connection error); never a "
+                   "gate, an assertion or an engine error. A test that passes on a retry is reported flaky.")
+@click.option("--retry-timeouts", is_flag=True, help="With --retries: a timeout is worth a retry too.")
+@click.option("--run-waived", is_flag=True,
+              help="Run SKIP-waived tests too, as XFAIL: xpassed says the waive is stale (`trtx waive check --stale`).")
+@click.option("--history", "history_path", type=click.Path(dir_okay=False), metavar="FILE",
+              help="The SQLite history this run is appended to (default: RESULTS/history/CONTEXT.sqlite); "
+                   "`trtx report --history` reads it (docs/history.md).")
+@click.option("--no-history", is_flag=True, help="Append this run to no history.")
 @testdb_option
 @waives_option
 @test_root_option
-def run(context, matches, platforms, keyword, results_dir, junit, timeout_s, shard_spec, durations_path, testdb, waives_file,
-        test_root):
+def run(context, matches, platforms, keyword, results_dir, junit, timeout_s, shard_spec, durations_path, retries,
+        retry_timeouts, run_waived, history_path, no_history, testdb, waives_file, test_root):
     """Run the tests of CONTEXT that apply to this system, with waives applied.
 
     Tests run under pytest in list order; ISOLATION tests and tests with their own pytest
     arguments each get a process of their own. Results are written as each test starts and
-    finishes; a report ends the run. Exit code 0 only if nothing failed, 1 if a test failed, 2 for
-    bad input; SIGTERM or SIGINT stops the running test, reports, and exits 143 or 130.
-    Files written and log lines: docs/results.md.
+    finishes; a report ends the run, which is appended to the list's history and, when
+    $GITHUB_STEP_SUMMARY is set, written there as Markdown. Exit code 0 only if nothing failed
+    (a flaky test passed), 1 if a test failed, 2 for bad input; SIGTERM or SIGINT stops the
+    running test, reports, and exits 143 or 130. Files written and log lines: docs/results.md.
     """
+    if retry_timeouts and not retries:
+        raise UserError("--retry-timeouts needs --retries N")
     info = system_info(matches, platforms)
     entries = load_testdb(testdb).select(context, info)
     waives = WaiveFile.load(waives_file)
@@ -59,6 +77,9 @@ def run(context, matches, platforms, keyword, results_dir, junit, timeout_s, sha
 
     # Absolute: the pytest children run in the test root, where a relative path would not resolve.
     results_path = Path(results_dir).resolve()
+    history = None if no_history else Path(history_path or default_history_path(results_path, context))
+    if history is not None and history.exists():
+        load_history(history, context)      # another list's, or no history: said now, not after the run
     fresh_results_dir(results_path)
     junit_path = Path(junit).resolve() if junit else results_path / JUNIT_FILE
     junit_path.parent.mkdir(parents=True, exist_ok=True)     # written from the start: red until the end
@@ -66,10 +87,21 @@ def run(context, matches, platforms, keyword, results_dir, junit, timeout_s, sha
     filtered = f", filtered by -k {keyword}" if keyword else ""
     console.print(f"trtx run {context}: {len(entries)} list entries{filtered}, results in {results_path}/",
                   soft_wrap=not console.is_terminal, markup=False, highlight=False)
-    runner = Runner(Path(test_root).resolve(), results_path, junit_path, keyword, console, context, shard_spec)
+    runner = Runner(Path(test_root).resolve(), results_path, junit_path, keyword, console, context, shard_spec,
+                    RunOptions(retries, retry_timeouts, run_waived))
+    started = time.time()
     results = runner.run(plan(entries, waives, info, timeout_s / 60))
     write_durations(results, results_path / "durations.json")
     render_rich(results, None, console)
+    if history is not None and results:
+        number = append_run(history, context, shard_spec, results, started, time.time(),
+                            signal.Signals(runner.interrupted).name if runner.interrupted else None)
+        click.echo(f"trtx run: run #{number} appended to the history {history}", err=True)
+    _step_summary(results, context)
+    for r in results:
+        if run_waived and r.waive and r.outcome == "xpassed":
+            console.print(f"waive may be stale: {r.nodeid} passed although waived {r.waive} "
+                          "(`trtx waive check --stale` over a few runs)", soft_wrap=True, markup=False, highlight=False)
     if not results:          # a -k typo must not read as a green run
         why = f"-k {keyword} matched none of their tests" if keyword else "pytest collected none of their tests"
         raise UserError(f"no test ran: {len(entries)} list entries of {context}, and {why}")
@@ -77,3 +109,16 @@ def run(context, matches, platforms, keyword, results_dir, junit, timeout_s, sha
         raise SystemExit(128 + runner.interrupted)   # the shell's code for death by that signal
     if any(r.failed for r in results):
         raise SystemExit(1)
+
+
+def _step_summary(results, context: str) -> None:
+    """GitHub Actions shows the Markdown appended to $GITHUB_STEP_SUMMARY on the run's page. A
+    summary that cannot be written is said on stderr: it must not turn the run's verdict."""
+    path = os.environ.get("GITHUB_STEP_SUMMARY")
+    if not path or not results:
+        return
+    try:
+        with open(path, "a", encoding="utf-8") as f:
+            f.write(render_markdown(results, None).replace("## trtx:", f"## trtx run {context}:", 1) + "\n")
+    except OSError as e:
+        click.echo(f"trtx run: cannot write the step summary to {path}: {e.strerror}", err=True)

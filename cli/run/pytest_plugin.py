@@ -9,7 +9,11 @@ one with pytest arguments covers every test of the entry it names), writes a `st
 begins and a `finish` line with outcome, duration, message and recorded metrics when it ends, and
 rewrites JUnit at both: from its start until its finish the test is in JUnit as an error ("did not
 finish"), so a harness killed mid-test leaves a red JUnit, never a green one with the test missing.
-Tests record metrics with pytest's own `record_property("accuracy", 91.3)`.
+Tests record metrics with pytest's own `record_property("accuracy", 91.3)`. A failing test's
+`finish` line also says what kind of failure it was (failures.py), which `--retries` goes by, and
+every line says which attempt of the test it is (a retry runs in a pytest child of its own).
+With `run_waived` in the plan (`trtx run --run-waived`) a SKIP waive runs its test as XFAIL does:
+its result (xpassed, xfailed) says whether the waive is still needed, and fails nothing.
 """
 from __future__ import annotations
 
@@ -20,7 +24,8 @@ import pytest
 
 from ..lists.testline import within
 from ..lists.waives import waive_label
-from .results import append_event, read_events, results_from_events, write_junit
+from .failures import classify
+from .results import FAILING, append_event, read_events, results_from_events, write_junit
 
 _MAX_MESSAGE = 6000
 
@@ -39,11 +44,13 @@ def pytest_configure(config):
 class _TrtxRun:
     def __init__(self, plan: dict):
         self.results, self.junit = plan["results"], plan["junit"]
+        self.attempt, self.run_waived = plan.get("attempt", 1), plan.get("run_waived", False)
         # Most specific entry first: an exact node id beats its class, its file, its folder.
         self.entries = sorted(plan["entries"], key=lambda e: -len(e["test_id"]))
         self.items: dict[str, dict] = {}      # nodeid -> entry
         self.waived: dict[str, dict] = {}     # nodeid -> the waive that decides its outcome
         self.phases: dict[str, list] = {}
+        self.failures: dict[str, str] = {}    # nodeid -> the kind of its first failing phase
 
     def _entry_for(self, nodeid: str) -> dict | None:
         return next((e for e in self.entries if within(nodeid, e["test_id"])), None)
@@ -63,13 +70,20 @@ class _TrtxRun:
             if waive:
                 self.waived[item.nodeid] = waive
                 reason = f"waived: {waive_label(waive['marker'], waive['reason'])}"
-                if waive["marker"] == "SKIP":
+                if waive["marker"] == "SKIP" and not self.run_waived:
                     item.add_marker(pytest.mark.skip(reason=reason))
-                elif waive["marker"] in ("XFAIL", "UNSTABLE"):   # runs; a failure does not fail the run
+                else:                   # XFAIL, UNSTABLE, a SKIP run anyway: a failure does not fail the run
                     item.add_marker(pytest.mark.xfail(reason=reason, strict=False))
 
+    @pytest.hookimpl(hookwrapper=True)
+    def pytest_runtest_makereport(self, item, call):
+        report = (yield).get_result()
+        if report.failed and call.excinfo is not None:
+            self.failures.setdefault(item.nodeid, classify(call.excinfo.value))
+
     def pytest_runtest_logstart(self, nodeid, location):
-        start = {"event": "start", "nodeid": nodeid, "entry": self.items.get(nodeid, {}).get("entry", "")}
+        start = {"event": "start", "nodeid": nodeid, "entry": self.items.get(nodeid, {}).get("entry", ""),
+                 "attempt": self.attempt}
         # JUnit first: once results.jsonl says the test started, JUnit already holds it as an error.
         write_junit(results_from_events(read_events(self.results) + [start]), self.junit)
         append_event(self.results, start)
@@ -87,7 +101,10 @@ class _TrtxRun:
             "event": "finish", "nodeid": nodeid, "entry": entry.get("entry", ""), "outcome": outcome,
             "duration": round(sum(r.duration for r in reports), 3), "message": message[-_MAX_MESSAGE:],
             "metrics": {k: _jsonable(v) for k, v in reports[-1].user_properties},
-            "waive": waive_label(waive["marker"], waive["reason"]) if waive else None})
+            "waive": waive_label(waive["marker"], waive["reason"]) if waive else None, "attempt": self.attempt,
+            "failure": self.failures.pop(nodeid, None) if outcome in FAILING else None,
+            # Only a failed test runs again: one that now passes is flaky.
+            "flaky": self.attempt > 1 and outcome not in FAILING})
         write_junit(results_from_events(read_events(self.results)), self.junit)
 
 

@@ -12,7 +12,7 @@ from rich.markup import escape
 from rich.table import Table
 from rich.text import Text
 
-from .results import TestResult, junit_xml
+from .results import FAILING, TestResult, junit_xml
 
 ORDER = ("failed", "error", "xpassed", "passed", "xfailed", "skipped")
 STYLES = {"passed": "green", "failed": "bold red", "error": "bold red", "skipped": "yellow",
@@ -25,16 +25,33 @@ def summary(results: list[TestResult]) -> dict:
     for r in results:
         counts[r.outcome] = counts.get(r.outcome, 0) + 1
     counts["waived"] = sum(r.waive is not None for r in results)
+    counts["flaky"] = sum(r.flaky for r in results)
     counts["total"] = len(results)
     return counts
 
 
+_PARTS = ("waived", "flaky")         # counted under their outcomes too
+
+
 def counts_line(s: dict, form: str, sep: str) -> str:
-    """The non-zero outcome counts, then the total with the waived tests as a part of it
-    (`total: 3 (1 waived)`): they are counted under their outcomes too."""
-    outcomes = [form.format(k=k, v=v) for k, v in s.items() if v and k not in ("waived", "total")]
-    total = form.format(k="total", v=s["total"]) + (f" ({s['waived']} waived)" if s["waived"] else "")
-    return sep.join(outcomes + [total])
+    """The non-zero outcome counts, then the total with the waived and flaky tests as parts of it
+    (`total: 3 (1 waived, 1 flaky)`): they are counted under their outcomes too."""
+    outcomes = [form.format(k=k, v=v) for k, v in s.items() if v and k not in (*_PARTS, "total")]
+    parts = ", ".join(f"{s[k]} {k}" for k in _PARTS if s.get(k))
+    return sep.join(outcomes + [form.format(k="total", v=s["total"]) + (f" ({parts})" if parts else "")])
+
+
+def retries(r: TestResult) -> str:
+    """`flaky: attempt 1 error (infra): HEADLINE` for a test that failed before it passed, or
+    `failed 3 attempts` for one that failed every time; '' for a test run once."""
+    if not r.attempts:
+        return ""
+    if r.flaky:
+        first = next(a for a in r.attempts if a["outcome"] in FAILING)
+        kind = f" ({first['failure']})" if first.get("failure") else ""
+        return f"flaky: attempt {r.attempts.index(first) + 1} {first['outcome']}{kind}: " + \
+            TestResult("", message=first["message"]).headline
+    return f"{r.outcome} {len(r.attempts) + 1} attempts"
 
 
 def merge_shards(shards: list[list[TestResult]]) -> tuple[list[TestResult], list[str]]:
@@ -108,6 +125,7 @@ def result_line(r: TestResult, all_metrics: bool = False) -> Text:
     gated metric against its threshold and, with `all_metrics`, the other metrics."""
     m = r.metrics
     parts = [r.headline] if r.failed else []
+    parts += [retries(r)] if r.attempts else []
     parts += [f"waived {r.waive}"] if r.waive else []
     parts += [f"{k} {_fmt(m[k])} {'>=' if m[k] >= m[limit] else '<'} {_fmt(m[limit])}" for k, limit in gates(m)]
     if all_metrics:
@@ -122,6 +140,7 @@ def _rows(results: list[TestResult]):
     """(result, detail text) worst outcome first: the failure's error line, the waive, the metrics."""
     for r in sorted(results, key=_rank):
         parts = [r.headline] if r.failed else []
+        parts += [retries(r)] if r.attempts else []
         parts += [f"waived {r.waive}"] if r.waive else []
         parts += [_metrics(r)] if r.metrics else []
         yield r, "; ".join(parts)
@@ -136,7 +155,8 @@ def render_rich(results: list[TestResult], comparison: dict | None, console: Con
         for col in ("outcome", "test", "time", "metrics / message"):
             table.add_column(col, overflow="fold")
         for r, detail in _rows(results):
-            table.add_row(f"[{STYLES.get(r.outcome, '')}]{r.outcome}[/]", escape(r.nodeid), f"{r.duration:.1f}s",
+            table.add_row(f"[{STYLES.get(r.outcome, '')}]{r.outcome}[/]" + (" [magenta](flaky)[/]" if r.flaky else ""),
+                          escape(r.nodeid), f"{r.duration:.1f}s",
                           escape(detail))
         console.print(table)
     else:
@@ -167,7 +187,8 @@ def render_markdown(results: list[TestResult], comparison: dict | None) -> str:
            "| | test | time | metrics / message |", "|---|---|---|---|"]
     for r, detail in _rows(results):
         cell = detail.replace("|", "\\|")
-        out.append(f"| {ICONS.get(r.outcome, '')} {r.outcome} | `{r.nodeid}` | {r.duration:.1f}s | {cell} |")
+        label = f"{ICONS.get(r.outcome, '')} {r.outcome}" + (" 🔁 flaky" if r.flaky else "")
+        out.append(f"| {label} | `{r.nodeid}` | {r.duration:.1f}s | {cell} |")
     if comparison:
         out += ["", "### Against baseline", "",
                 f"{len(comparison['new_failures'])} new failures, {len(comparison['fixed'])} fixed", ""]
@@ -181,7 +202,7 @@ def render_markdown(results: list[TestResult], comparison: dict | None) -> str:
 
 
 def render_json(results: list[TestResult], comparison: dict | None) -> str:
-    doc = {"summary": summary(results), "tests": [asdict(r) for r in results]}
+    doc = {"summary": summary(results), "tests": [{**asdict(r), "flaky": r.flaky} for r in results]}
     if comparison:
         doc["baseline"] = comparison
     return json.dumps(doc, indent=2)

@@ -41,10 +41,19 @@ class TestResult:
     metrics: dict = field(default_factory=dict)
     waive: str | None = None    # "SKIP (reason)" when a waive applied
     finished: bool = True
+    failure: str | None = None  # a failing outcome's class (failures.py): infra, timeout, assertion, error
+    # The earlier attempts of a test that `trtx run --retries` ran again, oldest first: each
+    # {"outcome", "message", "duration", "failure"}. The result itself is the last attempt.
+    attempts: list[dict] = field(default_factory=list)
 
     @property
     def failed(self) -> bool:
         return self.outcome in FAILING
+
+    @property
+    def flaky(self) -> bool:
+        """Failed, then passed when run again: green, but reported as flaky."""
+        return not self.failed and any(a["outcome"] in FAILING for a in self.attempts)
 
     @property
     def headline(self) -> str:
@@ -55,15 +64,19 @@ class TestResult:
         return (errors[0][1:].strip() if errors else lines[-1].strip() if lines else "")[:200]
 
 
+KEPT = ("previous", "history")        # what a new run leaves in place: the run before, the runs' history
+
+
 def fresh_results_dir(path: Path) -> None:
-    """Start a results directory; a previous run's files move to previous/ (a ready baseline)."""
+    """Start a results directory; a previous run's files move to previous/ (a ready baseline),
+    and history/ stays (cli/run/history.py)."""
     path.mkdir(parents=True, exist_ok=True)
     if (path / RESULTS_FILE).exists():
         prev = path / "previous"
         shutil.rmtree(prev, ignore_errors=True)
         prev.mkdir()
         for child in list(path.iterdir()):
-            if child.name != "previous":
+            if child.name not in KEPT:
                 child.rename(prev / child.name)
 
 
@@ -135,12 +148,16 @@ def results_from_events(events: list[dict], running_ok: bool = False) -> list[Te
     run_start = run_end = None
     for ev in events:
         kind = ev["event"]
+        if kind in ("start", "finish"):
+            before = by_id.get(ev["nodeid"])
+            attempts = _attempts_before(before, ev.get("attempt", 1))
         if kind == "start":
             by_id[ev["nodeid"]] = TestResult(ev["nodeid"], ev.get("entry", ""), outcome="running", finished=False,
-                                             message=NOT_FINISHED)
+                                             message=NOT_FINISHED, attempts=attempts)
         elif kind == "finish":
             by_id[ev["nodeid"]] = TestResult(ev["nodeid"], ev.get("entry", ""), ev["outcome"], ev.get("duration", 0.0),
-                                             ev.get("message", ""), ev.get("metrics", {}), ev.get("waive"))
+                                             ev.get("message", ""), ev.get("metrics", {}), ev.get("waive"),
+                                             failure=ev.get("failure"), attempts=attempts)
         elif kind == "run_start":
             run_start, run_end = ev, None
         elif kind == "run_end":
@@ -158,6 +175,17 @@ def results_from_events(events: list[dict], running_ok: bool = False) -> list[Te
         results.append(TestResult(run_name(run_start), outcome="error",
                                   message=f"{why}; tests it had not started did not run"))
     return results
+
+
+def _attempts_before(before: TestResult | None, attempt: int) -> list[dict]:
+    """The earlier attempts of a test whose attempt number `attempt` this event is: none for a
+    first attempt; for a retry, those of the result it follows, and that result if it finished."""
+    if before is None or attempt <= 1:
+        return []
+    if not before.finished:                  # the retry's own start, then its finish
+        return before.attempts
+    return before.attempts + [{"outcome": before.outcome, "message": before.message, "duration": before.duration,
+                               "failure": before.failure}]
 
 
 def load_results(results_dir: str | Path) -> list[TestResult]:
@@ -187,21 +215,50 @@ def junit_xml(results: list[TestResult]) -> str:
     for r in results:
         module, _, name = r.nodeid.rpartition("::")
         case = ET.SubElement(suite, "testcase", classname=module.replace("/", ".").replace("::", ".") or "trtx",
-                             name=name or r.nodeid, time=f"{r.duration:.3f}")
+                             name=name or r.nodeid, time=f"{r.duration:.3f}",
+                             **({"file": module.split("::")[0]} if module else {}))
         if r.metrics or r.waive:
             props = ET.SubElement(case, "properties")
             for k, v in r.metrics.items():
                 ET.SubElement(props, "property", name=k, value=str(v))
             if r.waive:
                 ET.SubElement(props, "property", name="waive", value=r.waive)
-        headline = r.headline or r.outcome
-        if r.outcome in ("failed", "error"):
-            ET.SubElement(case, "failure" if r.outcome == "failed" else "error", message=headline).text = r.message
-        elif r.outcome in ("skipped", "xfailed"):
-            ET.SubElement(case, "skipped", message=headline)
+        if r.failed:
+            _add_failures(case, r)
+        else:
+            for a in r.attempts:             # Surefire: the failed attempts of a test that passed at last
+                if a["outcome"] in FAILING:
+                    _attempt_element(case, ("flakyFailure" if a["outcome"] == "failed" else "flakyError"), a)
+        if r.outcome in ("skipped", "xfailed"):
+            ET.SubElement(case, "skipped", message=r.headline or r.outcome)
     tree = ET.ElementTree(ET.Element("testsuites"))
     tree.getroot().append(suite)
     return ET.tostring(tree.getroot(), encoding="unicode", xml_declaration=True) + "\n"
+
+
+def _add_failures(case: ET.Element, r: TestResult) -> None:
+    """A failed test as Maven Surefire writes one that was run again: <failure> (or <error>) holds
+    the first attempt's failure, and each later one is a <rerunFailure> (<rerunError>)."""
+    attempts = [*(a for a in r.attempts if a["outcome"] in FAILING),
+                {"outcome": r.outcome, "message": r.message, "failure": r.failure}]
+    first, *reruns = attempts
+    ET.SubElement(case, "failure" if first["outcome"] == "failed" else "error", message=_headline(first["message"])
+                  or first["outcome"], **_type(first)).text = first["message"]
+    for a in reruns:
+        _attempt_element(case, "rerunFailure" if a["outcome"] == "failed" else "rerunError", a)
+
+
+def _attempt_element(case: ET.Element, tag: str, attempt: dict) -> None:
+    element = ET.SubElement(case, tag, message=_headline(attempt["message"]) or attempt["outcome"], **_type(attempt))
+    ET.SubElement(element, "stackTrace").text = attempt["message"]
+
+
+def _type(attempt: dict) -> dict:
+    return {"type": attempt["failure"]} if attempt.get("failure") else {}
+
+
+def _headline(message: str) -> str:
+    return TestResult("", message=message).headline
 
 
 def write_junit(results: list[TestResult], path: str | Path) -> None:

@@ -10,6 +10,11 @@ collects. Each child writes its log under RESULTS/logs/, and dies with the harne
 PDEATHSIG) so that nothing outlives `trtx run`. SIGTERM or SIGINT kills the running child, records
 its tests as interrupted and ends the run with its report. In a terminal progress is a live view;
 elsewhere (a CI log) it is one unwrapped line per test start, end and heartbeat (docs/results.md).
+
+With retries (`trtx run --retries N`), once the list has run, each test whose failure was of the
+infrastructure (failures.py; a timeout too with --retry-timeouts) runs again, alone in a pytest
+child of its own, up to N times: its events carry the attempt number, each attempt keeps its log
+(logs/pytest-retryK-J.log), and a test that passes on a retry is flaky, not failed.
 """
 from __future__ import annotations
 
@@ -20,6 +25,7 @@ import signal
 import subprocess
 import sys
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 from rich.console import Console
@@ -30,7 +36,9 @@ from rich.text import Text
 
 from ..errors import UserError
 from ..lists.selection import Planned
+from ..lists.testline import within
 from ..procs import die_with_parent
+from .failures import ERROR, INFRA, TIMEOUT, classify_log
 from .report import STYLES, result_line
 from .results import (RESULTS_FILE, TestResult, append_event, drop_torn_tail, read_events, results_from_events,
                       write_junit)
@@ -80,14 +88,27 @@ def _clock(seconds: float) -> str:
     return f"{int(seconds) // 60}m{int(seconds) % 60:02d}s" if seconds >= 60 else f"{seconds:.0f}s"
 
 
+@dataclass
+class RunOptions:
+    """How `trtx run` runs its plan beyond the list itself."""
+    retries: int = 0                 # runs again of a test that failed for the infrastructure
+    retry_timeouts: bool = False     # a timeout counts as such a failure
+    run_waived: bool = False         # SKIP waives run their tests (as XFAIL)
+
+    def retryable(self, result: TestResult) -> bool:
+        return result.failed and (result.failure == INFRA or self.retry_timeouts and result.failure == TIMEOUT)
+
+
 class Runner:
     def __init__(self, test_root: Path, results_dir: Path, junit: Path, user_k: str | None, console: Console,
-                 context: str = "", shard: str | None = None):
+                 context: str = "", shard: str | None = None, options: RunOptions | None = None):
         self.root, self.dir, self.junit, self.user_k, self.console = test_root, results_dir, junit, user_k, console
+        self.options = options or RunOptions()
         self.results = results_dir / RESULTS_FILE
         self.run_start = {"event": "run_start", "context": context, "shard": shard}
         self.heartbeat_s = _heartbeat_s()
         self.interrupted: int | None = None         # the signal that stopped the run
+        self._attempt, self._retried, self._log = 1, None, self.dir / "logs" / "pytest-0.log"   # the running child
         self._shown = 0                             # events already logged (no terminal)
         self._running: dict[str, list] = {}         # nodeid -> [start time, heartbeats logged]
         (results_dir / "logs").mkdir(parents=True, exist_ok=True)
@@ -106,8 +127,13 @@ class Runner:
             if live:
                 live.start()
             for i, group in enumerate(groups):
-                proc = self._spawn(i, group)
+                proc = self._spawn(str(i), group)
                 self._watch(proc, group, live, i, len(groups))
+            for attempt in range(2, self.options.retries + 2):
+                again = self._to_retry(planned)
+                for j, (nodeid, p) in enumerate(again):
+                    proc = self._spawn(f"retry{attempt}-{j}", [p], attempt, nodeid)
+                    self._watch(proc, [p], live, j, len(again))
         except Interrupted as e:
             self.interrupted = e.signum
             self._stop(proc, f"interrupted by {e}")
@@ -125,6 +151,13 @@ class Runner:
         write_junit(results, self.junit)
         return results
 
+    def _to_retry(self, planned: list[Planned]) -> list[tuple[str, Planned]]:
+        """(node id, its list entry) of each test whose last attempt failed in a way worth a retry."""
+        failed = [r.nodeid for r in results_from_events(read_events(self.results)) if self.options.retryable(r)]
+        by_entry = sorted(planned, key=lambda p: -len(p.entry.ref.test_id))      # the most specific entry
+        return [(nodeid, next(p for p in by_entry if within(nodeid, p.entry.ref.test_id) or str(p.entry.ref) == nodeid))
+                for nodeid in failed]
+
     def _watch(self, proc: subprocess.Popen, group: list[Planned], live: Live | None, index: int, total: int) -> None:
         last_event, seen = time.monotonic(), len(read_events(self.results))
         limit = max(p.longest_timeout_s for p in group) + WATCHDOG_SLACK_S
@@ -135,59 +168,71 @@ class Runner:
                 last_event, seen = time.monotonic(), len(events)
             if time.monotonic() - last_event > limit:
                 self._stop(proc, f"killed by trtx: no progress for {limit:.0f} s "
-                                 "(past its timeout, and the timeout could not interrupt it)")
+                                 "(past its timeout, and the timeout could not interrupt it)", TIMEOUT)
             if live:
                 live.update(self._view(index, total))
             else:
                 self._log_new(events)
         if proc.returncode not in (0, 1, 5):     # 1: some test failed; 5: none collected
-            self._record_crash(proc.returncode, index, group)
+            self._record_crash(proc.returncode, group)
 
-    def _spawn(self, index: int, group: list[Planned]) -> subprocess.Popen:
-        plan_path = self.dir / "logs" / f"plan-{index}.json"
+    def _spawn(self, name: str, group: list[Planned], attempt: int = 1, nodeid: str | None = None) -> subprocess.Popen:
+        """A pytest child for `group` (or, retrying, for the one test `nodeid`), logged as `name`.
+        Its tests' temporary folders (their rank logs) stay under logs/tmp-NAME: each attempt's kept."""
+        plan_path = self.dir / "logs" / f"plan-{name}.json"
         plan_path.write_text(json.dumps({"results": str(self.results.resolve()), "junit": str(self.junit.resolve()),
+                                         "attempt": attempt, "run_waived": self.options.run_waived,
                                          "entries": [p.to_json() for p in group]}))
         args = []
         for p in group:          # an entry with raw pytest args is always alone in its group
             args += [p.entry.ref.test_id, *p.entry.ref.pytest_args]
-        args = _with_user_k(args, self.user_k)
+        args = [nodeid] if nodeid else _with_user_k(args, self.user_k)
         cmd = [sys.executable, "-m", "pytest", "-p", "trtx.cli.run.pytest_plugin", f"--trtx-plan={plan_path}",
-               f"--rootdir={self.root}", f"--confcutdir={self.root}", "-p", "no:cacheprovider", "-q", *args]
-        log = open(self.dir / "logs" / f"pytest-{index}.log", "w")
+               f"--rootdir={self.root}", f"--confcutdir={self.root}", f"--basetemp={self.dir / 'logs' / f'tmp-{name}'}",
+               "-p", "no:cacheprovider", "-q", *args]
+        self._attempt, self._retried, self._log = attempt, nodeid, self.dir / "logs" / f"pytest-{name}.log"
+        log = open(self._log, "w")
         with log:
             return subprocess.Popen(cmd, cwd=self.root, stdout=log, stderr=subprocess.STDOUT,
                                     stdin=subprocess.DEVNULL, start_new_session=True,
                                     preexec_fn=die_with_parent, env={**os.environ, "PYTHONUNBUFFERED": "1"})
 
-    def _stop(self, proc: subprocess.Popen | None, message: str) -> None:
+    def _stop(self, proc: subprocess.Popen | None, message: str, failure: str = ERROR) -> None:
         """Kill the pytest child's process group; each test it was running becomes an error."""
         if proc is None:
             return
         with contextlib.suppress(ProcessLookupError):
             os.killpg(proc.pid, signal.SIGKILL)
         proc.wait()
-        self._fail_running(message)
+        self._fail_running(message, failure)
 
-    def _fail_running(self, message: str) -> None:
+    def _finish(self, nodeid: str, entry: str, message: str, failure: str, duration: float = 0.0) -> None:
+        """A `finish` line trtx writes for a test of the running child, which could not write it."""
+        append_event(self.results, {"event": "finish", "nodeid": nodeid, "entry": entry, "outcome": "error",
+                                    "duration": duration, "message": message, "failure": failure,
+                                    "attempt": self._attempt})
+
+    def _fail_running(self, message: str, failure: str) -> None:
         """Record each test that started and has no finish (its process is gone) as an error."""
         drop_torn_tail(self.results)                # the child may have died mid-line
         events = read_events(self.results)
         started = {e["nodeid"]: e["time"] for e in events if e["event"] == "start"}
         for r in results_from_events(events, running_ok=True):
             if r.outcome == "running":
-                append_event(self.results, {"event": "finish", "nodeid": r.nodeid, "entry": r.entry, "outcome": "error",
-                                            "duration": round(time.time() - started[r.nodeid], 3), "message": message})
+                self._finish(r.nodeid, r.entry, message, failure, round(time.time() - started[r.nodeid], 3))
 
-    def _record_crash(self, code: int, index: int, group: list[Planned]) -> None:
+    def _record_crash(self, code: int, group: list[Planned]) -> None:
         """pytest itself failed (a crash, a collection or usage error): its running test and each
-        entry it did not report become errors."""
-        message = f"pytest exited with {code}:\n" + (self.dir / "logs" / f"pytest-{index}.log").read_text()[-3000:]
-        self._fail_running(message)
-        done = {e.get("entry") for e in read_events(self.results)}
+        entry it did not report (the test it was retrying) become errors."""
+        log = self._log.read_text(errors="replace")
+        message, failure = f"pytest exited with {code}:\n" + log[-3000:], classify_log(log)
+        self._fail_running(message, failure)
+        reported = {(e.get("nodeid") if self._retried else e.get("entry")) for e in read_events(self.results)
+                    if e.get("attempt", 1) == self._attempt}
         for p in group:
-            if str(p.entry.ref) not in done:
-                append_event(self.results, {"event": "finish", "nodeid": str(p.entry.ref), "entry": str(p.entry.ref),
-                                            "outcome": "error", "message": message})
+            nodeid = self._retried or str(p.entry.ref)
+            if nodeid not in reported:
+                self._finish(nodeid, str(p.entry.ref), message, failure)
 
     def _log_new(self, events: list[dict]) -> None:
         """Without a terminal (a CI log): one line when a test starts, one when it ends, and one
@@ -195,7 +240,8 @@ class Runner:
         for ev in events[self._shown:]:
             if ev["event"] == "start":
                 self._running[ev["nodeid"]] = [ev["time"], 0]
-                self._say(Text(f"{'START':8} {ev['nodeid']}"))
+                again = f" (attempt {ev['attempt']} of {self.options.retries + 1})" if ev.get("attempt", 1) > 1 else ""
+                self._say(Text(f"{'START':8} {ev['nodeid']}{again}"))
             elif ev["event"] == "finish":
                 self._running.pop(ev["nodeid"], None)
                 self._say(result_line(results_from_events([ev])[0]))

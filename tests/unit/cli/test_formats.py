@@ -22,7 +22,7 @@ def db():
 
 
 def test_contexts_from_several_files(db):
-    assert set(db.contexts) == {"fx_cpu", "fx_gpu", "fx_run", "fx_kill", "fx_typo", "fx_extra", "fx_ci", "fx_inside"}
+    assert set(db.contexts) == {"fx_cpu", "fx_gpu", "fx_run", "fx_kill", "fx_typo", "fx_extra", "fx_ci", "fx_inside", "fx_retry", "fx_waived"}
     assert db.blocks("fx_extra")[0].path.endswith("more.yaml")
     assert [str(t.ref) for t in db.select("fx_extra", CPU)] == ["suite/test_basic.py::test_param[c]"]
 

@@ -1,0 +1,65 @@
+"""What kind of failure a failed test had, for `trtx run --retries`: only a failure of the
+infrastructure (the test's job never got going, or lost its connections) is worth running again;
+a gate, an assertion or an engine error is the verdict, and a retry must never hide it.
+
+    infra      the launcher failed before any rank started, or the first rank to fail died of a
+               rendezvous or connection error (torch.distributed's store or network errors, a
+               refused or reset connection)
+    timeout    the test ran past its timeout: pytest-timeout's, the launcher's job timeout, or trtx's
+               watchdog (retried only with --retry-timeouts)
+    assertion  an assert failed, the accuracy and acceptance gates included
+    error      anything else (an exception in the engine, a crash)
+"""
+from __future__ import annotations
+
+import re
+
+INFRA, TIMEOUT, ASSERTION, ERROR = "infra", "timeout", "assertion", "error"
+KINDS = (INFRA, TIMEOUT, ASSERTION, ERROR)
+
+# Exceptions (by class name, so that torch need not be imported) and log text that mean a job lost
+# its rendezvous or a connection, not that the code under test is wrong.
+_INFRA_EXCEPTIONS = {"DistNetworkError", "DistStoreError", "RendezvousError", "RendezvousTimeoutError",
+                     "RendezvousConnectionError", "ConnectionRefusedError", "ConnectionResetError",
+                     "ConnectionAbortedError", "BrokenPipeError"}
+_INFRA_TEXT = re.compile("|".join([*(rf"\b{name}\b" for name in sorted(_INFRA_EXCEPTIONS)),
+                                   r"Connection (?:refused|reset by peer)", r"Address already in use"]))
+_PYTEST_TIMEOUT = "from pytest-timeout"       # pytest-timeout's failure message: "Timeout (>600s) from pytest-timeout."
+
+
+def classify(exc: BaseException | None) -> str:
+    """The kind of the failure that raised `exc`, looking through its causes."""
+    seen = set()
+    while exc is not None and id(exc) not in seen:
+        seen.add(id(exc))
+        kind = _launch_kind(getattr(exc, "launch", None))      # RankJobError carries its LaunchResult
+        if kind:
+            return kind
+        if type(exc).__name__ in _INFRA_EXCEPTIONS:
+            return INFRA
+        if _PYTEST_TIMEOUT in str(exc):
+            return TIMEOUT
+        if isinstance(exc, AssertionError):
+            return ASSERTION
+        exc = exc.__cause__ or exc.__context__
+    return ERROR
+
+
+def classify_log(text: str) -> str:
+    """The kind of a failure known only from a log (pytest itself died): pytest-timeout's thread
+    method writes a "Timeout" banner before it ends the process."""
+    return TIMEOUT if re.search(r"^\+{5,} Timeout \+{5,}$", text, re.M) else ERROR
+
+
+def _launch_kind(launch) -> str | None:
+    reason = getattr(launch, "reason", None)
+    if reason == "launcher-error":
+        return INFRA
+    if reason == "timeout":
+        return TIMEOUT
+    if reason == "failed" and launch.first_failure is not None:
+        # The failing rank's exception line: its root cause, not what it caught on the way.
+        lines = launch.ranks[launch.first_failure].traceback().splitlines()
+        if lines and _INFRA_TEXT.search(lines[-1]):
+            return INFRA
+    return None
