@@ -3,7 +3,7 @@
 VENV ?= .venv
 PY := $(VENV)/bin/python
 
-.PHONY: run test unit functional bench bench-mtp bench-parallel bench-graphs bench-gpu
+.PHONY: run test unit functional bench bench-mtp bench-parallel bench-graphs bench-gpu bench-gate
 # The main job: the l0_cpu test list (accuracy and acceptance gates on CPU ranks).
 run: $(VENV)/.setup-test
 	$(VENV)/bin/trtx run l0_cpu --results results/l0_cpu
@@ -34,6 +34,10 @@ bench-graphs: $(VENV)/.setup-test
 # One GPU against transformers and the memory-bound limit (issue 16); tiny sizes without CUDA.
 bench-gpu: $(VENV)/.setup-test
 	$(PY) benchmarks/bench_gpu.py $(BENCH_GPU_ARGS)
+
+# The accuracy gate's false-red and detection rates, measured (docs/eval.md; about 10 minutes on one thread).
+bench-gate: $(VENV)/.setup-test
+	$(PY) benchmarks/bench_gate.py
 
 $(VENV)/.setup-test: pyproject.toml scripts/setup.sh
 	TRTX_VENV=$(VENV) scripts/setup.sh test

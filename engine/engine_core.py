@@ -42,7 +42,7 @@ class EngineCore:
         self.runner.allocate_kv_cache(self.blocks)
         self.scheduler = Scheduler(self.blocks, config.max_num_seqs, config.max_num_tokens, self.max_model_len,
                                    eos_token_ids=self.model_config.eos_token_ids, tokenizer=tokenizer,
-                                   mtp_nextn=config.mtp_nextn)
+                                   mtp_nextn=config.mtp_nextn, early_eos=config.faults.early_eos(self.mapping.rank))
         self.dp = AttentionDpCoordinator(group, self.mapping, config.faults, config.gather_iteration_stats) \
             if group is not None else None
         self.num_steps = 0

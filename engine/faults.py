@@ -25,6 +25,14 @@ unless named in the TRTX_FAULTS environment variable:
     warmup_oom@R:SHAPE       rank R reports that warmup shape SHAPE (e.g. decode-8) does not fit
                              in its memory (the production bug behind invariant 4 had one rank
                              skip it alone): every rank must skip it, or all stop, by option.
+    early_eos:Q              a request cut short: each request, with probability Q (a number in
+                             [0, 1]), finishes after its first generated token as if the model had
+                             emitted EOS next (finish reason "stop"; not with ignore_eos). A request
+                             is hit when a hash of its prompt's token ids and its sampling seed,
+                             as a uniform number in [0, 1), is below Q: a seeded run is
+                             reproducible, other seeds hit other requests, every rank and stage
+                             decides alike, and the expected accuracy drop is Q x the mean
+                             accuracy (a planted regression of known size: benchmarks/bench_gate.py).
 
 The variable is read and parsed once, when the engine's configuration is built (EngineConfig):
 in each rank's process for `LLM(...)` on ranks, in the `trtx eval` process for its ranks, which
@@ -33,13 +41,15 @@ to every part that acts on one.
 """
 from __future__ import annotations
 
+import hashlib
+import math
 import os
 from dataclasses import dataclass
 
 from .errors import ConfigError
 
 KNOWN = {"drop_mtp_on_last_stage", "idle_rank", "all_rank_stats", "gather_when_finished", "drop_prepare_hook",
-         "warmup_oom", "graph_size_alone"}
+         "warmup_oom", "graph_size_alone", "early_eos"}
 
 
 @dataclass(frozen=True)
@@ -73,6 +83,8 @@ class Faults:
                 raise ConfigError(f"TRTX_FAULTS names unknown fault {name!r}; known: {', '.join(sorted(KNOWN))}")
             if rank and not rank.isdigit():
                 raise ConfigError(f"TRTX_FAULTS: {item!r}: expected NAME@RANK with a rank number")
+            if name == "early_eos" and not 0 <= _number(arg) <= 1:
+                raise ConfigError(f"TRTX_FAULTS: {item!r}: early_eos takes a fraction Q in [0, 1] (early_eos:Q)")
             items[name] = Fault(name, int(rank) if rank else None, arg or None)
         return cls(tuple(items.values()))
 
@@ -85,3 +97,23 @@ class Faults:
         if name not in KNOWN:
             raise ValueError(f"unknown fault {name!r}")
         return next((f for f in self.items if f.name == name and f.rank in (None, rank)), None)
+
+    def early_eos(self, rank: int) -> float:
+        """Q of early_eos on this rank: the share of requests cut short (0: off)."""
+        fault = self.get("early_eos", rank)
+        return float(fault.arg) if fault else 0.0
+
+
+def cut_short(prompt_token_ids: list[int], seed: int | None, q: float) -> bool:
+    """early_eos: whether this request is hit, from the request alone (its prompt and seed hashed to
+    a uniform number in [0, 1)), so that every run, rank and stage draws the same."""
+    digest = hashlib.blake2b(repr((seed, list(prompt_token_ids))).encode(), digest_size=8).digest()
+    return int.from_bytes(digest, "big") / 2 ** 64 < q
+
+
+def _number(text: str) -> float:
+    """text as a number; NaN (which no range holds) when it is none."""
+    try:
+        return float(text)
+    except ValueError:
+        return math.nan

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 from collections import deque
 
+from .faults import cut_short
 from .kv_cache import BlockManager
 from .outputs import DraftJob, Drafts, ModelRunnerOutput, RequestResult, SchedulerOutput, StepUpdate
 from .prepare import DeviceTokens
@@ -27,12 +28,14 @@ from .tokenizer import IncrementalText, Tokenizer
 
 class Scheduler:
     def __init__(self, blocks: BlockManager, max_num_seqs: int, max_num_tokens: int, max_model_len: int = 1 << 30,
-                 *, eos_token_ids: tuple[int, ...] = (), tokenizer: Tokenizer | None = None, mtp_nextn: int = 0):
+                 *, eos_token_ids: tuple[int, ...] = (), tokenizer: Tokenizer | None = None, mtp_nextn: int = 0,
+                 early_eos: float = 0.0):
         if max_num_seqs < 1 or max_num_tokens < 1:
             raise ValueError("max_num_seqs and max_num_tokens must be >= 1")
         self.blocks = blocks
         self.max_num_seqs, self.max_num_tokens, self.max_model_len = max_num_seqs, max_num_tokens, max_model_len
         self.eos_token_ids, self.tokenizer, self.mtp_nextn = eos_token_ids, tokenizer, mtp_nextn
+        self.early_eos = early_eos          # fault early_eos: the share of requests cut short (faults.py)
         self.waiting: deque[Request] = deque()
         self.running: list[Request] = []
         self.num_preemptions = 0
@@ -170,6 +173,9 @@ class Scheduler:
                 return "stop"
         if len(req.output_token_ids) >= p.max_tokens or req.num_tokens >= self.max_model_len:
             return "length"
+        if self.early_eos and not p.ignore_eos and len(req.output_token_ids) == 1 and \
+                cut_short(req.prompt_token_ids, p.seed, self.early_eos):
+            return "stop"                   # fault early_eos: as if the next token were EOS
         return None
 
     def _stop_text_end(self, req: Request) -> int | None:
