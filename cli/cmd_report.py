@@ -37,8 +37,9 @@ def _write(output: str, text: str) -> None:
               help="Write to this file (replaced atomically); `-` is standard output.")
 @click.option("--history", is_flag=False, flag_value="", default=None, metavar="[FILE]",
               help="Report the trends of a history file instead: per test its streak, flip rate, first failing "
-                   "run and gated metrics over the last runs. Bare: the history of the results folder(s), "
-                   "RESULTS/history/CONTEXT.sqlite.")
+                   "run and gated metrics over the last runs. Bare: the history the results folder(s) were "
+                   "appended to (RESULTS/history/CONTEXT.sqlite by default); put it after the folders "
+                   "(`trtx report DIR --history`), else the folder is read as FILE.")
 @click.option("--runs", type=click.IntRange(min=1), help=f"With --history: the window, in runs (default {DEFAULT_RUNS}).")
 def report(results_dirs, fmt, baseline, output, history, runs):
     """Summarise RESULTS_DIR...: outcomes, metrics per test, and with --baseline what changed.
@@ -84,7 +85,7 @@ def _results_dirs(given: tuple[str, ...]) -> tuple:
 
 def _history_of(results_dirs: tuple) -> tuple[Path, str]:
     """The history file of the results folder(s) and its context: `run_start` in results.jsonl
-    names the list, whose history is RESULTS/history/CONTEXT.sqlite."""
+    names the list and the history the run was appended to (by default RESULTS/history/CONTEXT.sqlite)."""
     found: dict[Path, str] = {}
     for folder in results_dirs:
         path = Path(folder) / RESULTS_FILE
@@ -94,7 +95,8 @@ def _history_of(results_dirs: tuple) -> tuple[Path, str]:
         if start is None or not isinstance(start.get("context"), str):
             raise UserError("no run_start event naming the test list: cannot tell which history to read; "
                             "name it with --history FILE", str(path))
-        found[default_history_path(Path(folder), start["context"])] = start["context"]
+        used = start.get("history") or default_history_path(Path(folder), start["context"])
+        found[Path(used)] = start["context"]
     if len(found) > 1:
         raise UserError(f"these results folders have {len(found)} history files ({', '.join(map(str, found))}): "
                         "name one with --history FILE")

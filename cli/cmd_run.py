@@ -16,9 +16,9 @@ from .lists.sysinfo import system_info
 from .lists.testdb import load_testdb
 from .lists.waives import WaiveFile
 from .options import match_option, platform_option, test_root_option, testdb_option, timeout_option, waives_option
-from .run.history import append_run, default_history_path, load_history
+from .run.history import append_run, check_writable, default_history_path
 from .run.report import render_markdown, render_rich
-from .run.results import JUNIT_FILE, fresh_results_dir, write_durations
+from .run.results import INTERRUPTED, JUNIT_FILE, fresh_results_dir, write_durations
 from .run.runner import RunOptions, Runner
 
 
@@ -63,6 +63,8 @@ def run(context, matches, platforms, keyword, results_dir, junit, timeout_s, sha
     """
     if retry_timeouts and not retries:
         raise UserError("--retry-timeouts needs --retries N")
+    if history_path and no_history:
+        raise UserError("--history FILE and --no-history: give one of them")
     info = system_info(matches, platforms)
     entries = load_testdb(testdb).select(context, info)
     waives = WaiveFile.load(waives_file)
@@ -78,8 +80,8 @@ def run(context, matches, platforms, keyword, results_dir, junit, timeout_s, sha
     # Absolute: the pytest children run in the test root, where a relative path would not resolve.
     results_path = Path(results_dir).resolve()
     history = None if no_history else Path(history_path or default_history_path(results_path, context))
-    if history is not None and history.exists():
-        load_history(history, context)      # another list's, or no history: said now, not after the run
+    if history is not None:
+        check_writable(history, context)    # another list's, no history, read-only: said now, not after the run
     fresh_results_dir(results_path)
     junit_path = Path(junit).resolve() if junit else results_path / JUNIT_FILE
     junit_path.parent.mkdir(parents=True, exist_ok=True)     # written from the start: red until the end
@@ -88,15 +90,13 @@ def run(context, matches, platforms, keyword, results_dir, junit, timeout_s, sha
     console.print(f"trtx run {context}: {len(entries)} list entries{filtered}, results in {results_path}/",
                   soft_wrap=not console.is_terminal, markup=False, highlight=False)
     runner = Runner(Path(test_root).resolve(), results_path, junit_path, keyword, console, context, shard_spec,
-                    RunOptions(retries, retry_timeouts, run_waived))
+                    RunOptions(retries, retry_timeouts, run_waived), history and history.resolve())
     started = time.time()
     results = runner.run(plan(entries, waives, info, timeout_s / 60))
     write_durations(results, results_path / "durations.json")
     render_rich(results, None, console)
-    if history is not None and results:
-        number = append_run(history, context, shard_spec, results, started, time.time(),
-                            signal.Signals(runner.interrupted).name if runner.interrupted else None)
-        click.echo(f"trtx run: run #{number} appended to the history {history}", err=True)
+    history_error = history is not None and results and not _append(history, context, shard_spec, results, started,
+                                                                    runner.interrupted)
     _step_summary(results, context)
     for r in results:
         if run_waived and r.waive and r.outcome == "xpassed":
@@ -109,6 +109,24 @@ def run(context, matches, platforms, keyword, results_dir, junit, timeout_s, sha
         raise SystemExit(128 + runner.interrupted)   # the shell's code for death by that signal
     if any(r.failed for r in results):
         raise SystemExit(1)
+    if history_error:
+        raise SystemExit(UserError.exit_code)
+
+
+def _append(history: Path, context: str, shard: str | None, results, started: float, interrupted: int | None) -> bool:
+    """Append the run to its history; False (said on stderr) when that failed after all: the
+    tests' verdict still decides the exit code, which is 2 only when they passed."""
+    # What is no test's own result is left out: the run's error when it was cut short (`runs`
+    # records that it was interrupted), and a test stopped by the signal, which gave no verdict.
+    tests = [r for r in results if r.entry and not r.message.startswith(INTERRUPTED)]
+    try:
+        number = append_run(history, context, shard, tests, started, time.time(),
+                            signal.Signals(interrupted).name if interrupted else None)
+    except UserError as e:
+        click.echo(f"Error: {e}", err=True)
+        return False
+    click.echo(f"trtx run: run #{number} appended to the history {history}", err=True)
+    return True
 
 
 def _step_summary(results, context: str) -> None:

@@ -116,7 +116,9 @@ DEFAULT_HISTORIES = Path("results") / HISTORY_DIR
               help="Also name the waives whose tests passed their last --runs runs in the history.")
 @click.option("--history", type=click.Path(dir_okay=False),
               help=f"With --stale: the history file (default: the only {DEFAULT_HISTORIES}/*.sqlite).")
-@click.option("--runs", type=click.IntRange(min=1), help=f"With --stale: runs in a row (default {STALE_RUNS}).")
+@click.option("--runs", type=click.IntRange(min=1),
+              help=f"With --stale: runs in a row (default {STALE_RUNS}); a waive needs that many runs of its tests "
+                   "under it (an XFAIL waive's, or `trtx run --run-waived`) before it can be stale.")
 def check(waives_file, test_root, stale, history, runs):
     """Audit the waive file: entries that match no test, reasons without a bug link, duplicates
     and conflicting markers; with --stale also waives whose tests passed their last runs in the

@@ -107,11 +107,14 @@ class LaunchResult:
     def summary(self, tail: int = 12) -> str:
         """What went wrong, in a few lines: the failing rank's traceback tail, or where each rank
         was stuck at the timeout (for error messages; `trtx launch` prints the full report)."""
-        head = f"the {len(self.ranks)}-rank job {self.reason} after {self.duration_s:.0f} s (logs in {self.log_dir})"
+        job = f"the {len(self.ranks)}-rank job {self.reason} after {self.duration_s:.0f} s"
+        head = f"{job} (logs in {self.log_dir})"
         if self.reason == "failed" and self.first_failure is not None:
             rank = self.ranks[self.first_failure]
             lines = (rank.traceback() or rank.log_text()).strip().splitlines()[-tail:]
-            return f"{head}; rank {rank.rank} failed ({rank.state}):\n" + "\n".join(lines)
+            # The cause first: a report that shows one line (a CI log, JUnit's message) shows why.
+            cause = f": {lines[-1].strip()}" if rank.traceback() else ""
+            return f"{job}; rank {rank.rank} failed ({rank.state}){cause} (logs in {self.log_dir}):\n" + "\n".join(lines)
         if self.reason == "timeout":
             return f"{head}; where each rank was:\n" + "\n".join(
                 f"  rank {r.rank} ({r.state}): {r.where() or 'no stack'}" for r in self.ranks)

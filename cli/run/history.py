@@ -11,6 +11,7 @@ import json
 import os
 import socket
 import sqlite3
+import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -166,6 +167,30 @@ def append_run(path: Path, context: str, shard: str | None, results: list[TestRe
     finally:
         conn.close()
     return number
+
+
+def check_writable(path: Path, context: str) -> None:
+    """Before a run: UserError unless the run can be appended to `path` afterwards (a history of
+    this list, or none yet, and the file or its folder writable), so that a bad history is said
+    before the tests run, not after."""
+    path = Path(path)
+    if not path.exists():
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            tempfile.TemporaryFile(dir=path.parent).close()
+        except OSError as e:
+            raise UserError(f"cannot create the history here: {e.strerror}", str(path)) from None
+        return
+    load_history(path, context)
+    conn = _connect(path, writing=True)
+    try:
+        conn.execute("BEGIN IMMEDIATE")
+        conn.execute("INSERT INTO meta (key, value) VALUES ('write check', '')")    # rolled back at once
+        conn.execute("ROLLBACK")
+    except sqlite3.DatabaseError as e:
+        raise UserError(f"cannot record runs in this history: {e}", str(path)) from None
+    finally:
+        conn.close()
 
 
 def load_history(path: Path, context: str | None = None) -> History:

@@ -179,6 +179,16 @@ def _render_comparison_rich(c: dict, console: Console, soft_wrap: bool) -> None:
         console.print(line, soft_wrap=soft_wrap, highlight=False)
 
 
+def md_code(text: str) -> str:
+    """`text` as a Markdown code span: one with a backtick inside takes a longer fence."""
+    return f"`` {text} ``" if "`" in text else f"`{text}`"
+
+
+def md_cell(text: str) -> str:
+    """Text for a Markdown table cell: a `|` would start a new cell (GitHub reads `\\|` inside code too)."""
+    return text.replace("|", "\\|")
+
+
 def render_markdown(results: list[TestResult], comparison: dict | None) -> str:
     s = summary(results)
     verdict = "❌ failed" if s["failed"] or s["error"] else "✅ passed"
@@ -186,17 +196,17 @@ def render_markdown(results: list[TestResult], comparison: dict | None) -> str:
            counts_line(s, "**{k}** {v}", " · "), "",
            "| | test | time | metrics / message |", "|---|---|---|---|"]
     for r, detail in _rows(results):
-        cell = detail.replace("|", "\\|")
         label = f"{ICONS.get(r.outcome, '')} {r.outcome}" + (" 🔁 flaky" if r.flaky else "")
-        out.append(f"| {label} | `{r.nodeid}` | {r.duration:.1f}s | {cell} |")
+        out.append(f"| {label} | {md_cell(md_code(r.nodeid))} | {r.duration:.1f}s | {md_cell(detail)} |")
     if comparison:
         out += ["", "### Against baseline", "",
                 f"{len(comparison['new_failures'])} new failures, {len(comparison['fixed'])} fixed", ""]
-        out += [f"- ❌ new failure: `{t}`" for t in comparison["new_failures"]]
-        out += [f"- ✅ fixed: `{t}`" for t in comparison["fixed"]]
+        out += [f"- ❌ new failure: {md_code(t)}" for t in comparison["new_failures"]]
+        out += [f"- ✅ fixed: {md_code(t)}" for t in comparison["fixed"]]
         if comparison["metric_deltas"]:
             out += ["", "| test | metric | baseline | now | delta |", "|---|---|---|---|---|"]
-            out += [f"| `{d['test']}` | {d['metric']} | {_fmt(d['baseline'])} | {_fmt(d['value'])} | {d['delta']:+.4g} |"
+            out += [f"| {md_cell(md_code(d['test']))} | {md_cell(d['metric'])} | {_fmt(d['baseline'])} | "
+                    f"{_fmt(d['value'])} | {d['delta']:+.4g} |"
                     for d in comparison["metric_deltas"]]
     return "\n".join(out) + "\n"
 

@@ -40,8 +40,8 @@ from ..lists.testline import within
 from ..procs import die_with_parent
 from .failures import ERROR, INFRA, TIMEOUT, classify_log
 from .report import STYLES, result_line
-from .results import (RESULTS_FILE, TestResult, append_event, drop_torn_tail, read_events, results_from_events,
-                      write_junit)
+from .results import (INTERRUPTED, RESULTS_FILE, TestResult, append_event, drop_torn_tail, read_events,
+                      results_from_events, write_junit)
 
 WATCHDOG_SLACK_S = 60        # beyond the largest per-test timeout, before a silent child is killed
 HEARTBEAT_S = 30             # without a terminal, a "still running" line this often (TRTX_HEARTBEAT_S)
@@ -101,11 +101,13 @@ class RunOptions:
 
 class Runner:
     def __init__(self, test_root: Path, results_dir: Path, junit: Path, user_k: str | None, console: Console,
-                 context: str = "", shard: str | None = None, options: RunOptions | None = None):
+                 context: str = "", shard: str | None = None, options: RunOptions | None = None,
+                 history: Path | None = None):
         self.root, self.dir, self.junit, self.user_k, self.console = test_root, results_dir, junit, user_k, console
         self.options = options or RunOptions()
         self.results = results_dir / RESULTS_FILE
-        self.run_start = {"event": "run_start", "context": context, "shard": shard}
+        self.run_start = {"event": "run_start", "context": context, "shard": shard,
+                          "history": str(history) if history else None}
         self.heartbeat_s = _heartbeat_s()
         self.interrupted: int | None = None         # the signal that stopped the run
         self._attempt, self._retried, self._log = 1, None, self.dir / "logs" / "pytest-0.log"   # the running child
@@ -136,7 +138,7 @@ class Runner:
                     self._watch(proc, [p], live, j, len(again))
         except Interrupted as e:
             self.interrupted = e.signum
-            self._stop(proc, f"interrupted by {e}")
+            self._stop(proc, f"{INTERRUPTED}{e}")
         finally:
             for sig, handler in previous.items():
                 signal.signal(sig, handler)
@@ -244,13 +246,22 @@ class Runner:
                 self._say(Text(f"{'START':8} {ev['nodeid']}{again}"))
             elif ev["event"] == "finish":
                 self._running.pop(ev["nodeid"], None)
-                self._say(result_line(results_from_events([ev])[0]))
+                self._say(self._finish_line(ev))
         self._shown = len(events)
         for nodeid, beat in self._running.items():
             elapsed = time.time() - beat[0]
             if elapsed // self.heartbeat_s > beat[1]:
                 beat[1] = elapsed // self.heartbeat_s
                 self._say(Text(f"{'RUNNING':8} {nodeid} (still running, {_clock(elapsed)})"))
+
+    def _finish_line(self, ev: dict) -> Text:
+        """A test's end line; a failure that will run again says RETRY, not FAILED, so that a CI
+        log's FAILED and ERROR lines are verdicts only."""
+        r = results_from_events([ev])[0]
+        if self.options.retryable(r) and ev.get("attempt", 1) <= self.options.retries:
+            return Text.assemble((f"{'RETRY':8}", "magenta"), f" {r.nodeid} ({r.duration:.1f}s): {r.failure} failure, "
+                                 f"runs again once the list has run: {r.headline}")
+        return result_line(r)
 
     def _say(self, line: Text) -> None:
         self.console.print(line, soft_wrap=True, highlight=False)

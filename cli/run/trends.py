@@ -20,7 +20,7 @@ from rich.text import Text
 from ..lists.testline import TestRef, parse_ref, within
 from ..lists.waives import Waive
 from .history import History, Record, Run
-from .report import ICONS, STYLES, gates
+from .report import ICONS, STYLES, gates, md_cell, md_code
 from .results import FAILING
 
 PASSING = ("passed", "xpassed")
@@ -141,17 +141,19 @@ class Stale:
 
 def stale_waives(history: History, waives: list[Waive], last: int) -> tuple[list[Stale], list[Waive]]:
     """The tests whose waive is stale: each passed (or xpassed) its last `last` runs in which it
-    ran (not skipped), and so did every other test of the same waive that ran at all. Also the
-    waives none of whose tests ran in the history (`trtx run --run-waived` would run them).
-    TIMEOUT entries waive nothing and are left out. A `full:PLATFORM/` waive counts only the
-    runs in which it applied (the result carries its label): a pass elsewhere says nothing."""
+    ran (not skipped) under this waive, and so did every other test of the same waive that ran
+    at all. Only runs in which the waive applied count (the result carries its label: an XFAIL
+    waive, or `trtx run --run-waived`): a pass from before the test was waived, or on another
+    platform, says nothing about the waive. Also the waives none of whose tests ran under them
+    in the history (`trtx run --run-waived` would run them). TIMEOUT entries waive nothing and
+    are left out."""
     stale, never_ran = [], []
     for w in waives:
         if w.marker == "TIMEOUT":
             continue
         ran: dict[str, list[Record]] = {}
         for nodeid, records in history.tests.items():
-            counted = [r for r in records if r.outcome != "skipped" and (w.platform is None or r.waive == w.label)]
+            counted = [r for r in records if r.outcome != "skipped" and r.waive == w.label]
             if counted and _inside(records[-1], w.ref):
                 ran[nodeid] = counted
         if not ran:
@@ -288,9 +290,9 @@ def render_markdown(t: Trends) -> str:
     for x in t.tests:
         metrics = "<br>".join(f"{m.metric} {metric_spark(m.points)} {verdict_text(m)}"
                               for m in x.metrics)
-        cells = [ICONS.get(x.latest.outcome, ""), f"`{x.nodeid}`", streak_text(x), outcome_spark(x.records),
+        cells = [ICONS.get(x.latest.outcome, ""), md_code(x.nodeid), streak_text(x), outcome_spark(x.records),
                  flip_text(x), str(x.flaky or ""), first_failing_text(x), metrics]
-        out.append("| " + " | ".join(c.replace("|", "\\|") for c in cells) + " |")
+        out.append("| " + " | ".join(map(md_cell, cells)) + " |")
     out += ["", "outcomes: █ passed ▇ xpassed ▄ skipped ▂ xfailed ▁ failed or error, oldest first"]
     return "\n".join(out) + "\n"
 

@@ -30,15 +30,18 @@ def trtx(*args, cwd=None, env=None):
                           env={**os.environ, "COLUMNS": "60", **(env or {})})
 
 
-def record(path: Path, runs: list[dict[str, str]], context: str = "l0_x", accuracy=None, entries=None) -> None:
-    """One run per dict {nodeid: outcome}; ACC records accuracy[i] against a threshold of 80."""
+def record(path: Path, runs: list[dict[str, str]], context: str = "l0_x", accuracy=None, entries=None,
+           waives=None) -> None:
+    """One run per dict {nodeid: outcome}; ACC records accuracy[i] against a threshold of 80;
+    `waives` {nodeid: label}: the waive each result ran under."""
     for i, outcomes in enumerate(runs):
         results = []
         for nodeid, outcome in outcomes.items():
             failing = outcome in ("failed", "error")
             metrics = {"accuracy": accuracy[i], "accuracy_threshold": 80.0} if nodeid == ACC and accuracy else {}
             results.append(TestResult(nodeid, (entries or {}).get(nodeid, nodeid.split("::")[0]), outcome, 2.0,
-                                      "E   AssertionError: accuracy <below> 80" if failing else "", metrics))
+                                      "E   AssertionError: accuracy <below> 80" if failing else "", metrics,
+                                      (waives or {}).get(nodeid)))
         append_run(path, context, None, results, T0 + 3600 * i, T0 + 3600 * i + 60, None)
 
 
@@ -172,6 +175,9 @@ def waives(tmp_path):
 
 
 MANY = 'unit_style/test_many.py -k "one or two"'
+# The labels of the fixture's waives, as a run under them (`--run-waived`, UNSTABLE) records them.
+FIXTURE_WAIVED = {"suite/test_basic.py::test_fail": "SKIP (https://bugs.example/1 (tracked))",
+                  "unit_style/test_many.py::test_one": "UNSTABLE (https://bugs.example/3)"}
 
 
 def test_waive_check_stale(waives, tmp_path):
@@ -179,7 +185,7 @@ def test_waive_check_stale(waives, tmp_path):
     # Line 2 waives test_fail, line 5 the tests of the entry MANY; four runs, the first failing.
     runs = [{"suite/test_basic.py::test_fail": o, "unit_style/test_many.py::test_one": o,
              "suite/test_basic.py::test_pass": "passed"} for o in ("failed", "passed", "passed", "passed")]
-    record(path, runs, context="fx_cpu", entries={"unit_style/test_many.py::test_one": MANY})
+    record(path, runs, context="fx_cpu", entries={"unit_style/test_many.py::test_one": MANY}, waives=FIXTURE_WAIVED)
     check = ["waive", "check", "--waives-file", waives / "waives.txt", "--test-root", waives / "tests", "--stale",
              "--history", path]
     res = trtx(*check)
@@ -202,7 +208,7 @@ def test_waive_check_stale_finds_the_only_history_or_asks_for_one(waives, tmp_pa
     check = ["waive", "check", "--waives-file", waives / "waives.txt", "--test-root", waives / "tests", "--stale"]
     _one_error_line(trtx(*check, cwd=tmp_path), "no history file in results/history/: name the history with --history")
     record(tmp_path / "results" / "history" / "fx_cpu.sqlite", [{"suite/test_basic.py::test_fail": "passed"}] * 3,
-           context="fx_cpu")
+           context="fx_cpu", waives=FIXTURE_WAIVED)
     res = trtx(*check, cwd=tmp_path)
     assert res.returncode == 1 and ":2: stale: suite/test_basic.py::test_fail" in res.stdout, res.stdout
     record(tmp_path / "results" / "history" / "fx_gpu.sqlite", [{"suite/test_basic.py::test_fail": "passed"}],

@@ -53,7 +53,13 @@ def test_only_infrastructure_failures_and_asked_for_timeouts_run_again(retried):
 
 def test_the_log_names_each_attempt_and_the_report_the_flaky_tests(retried):
     res, *_ = retried
-    assert f"START    {REFUSED} (attempt 3 of 3)" in res.stdout.splitlines()
+    log = res.stdout.split("trtx results:\n")[0].splitlines()
+    assert f"START    {REFUSED} (attempt 3 of 3)" in log
+    # A failure that runs again is no verdict: RETRY, not FAILED, so that grep '^FAILED' finds verdicts.
+    assert [line.split()[0] for line in log if f" {REFUSED} " in line and not line.startswith("START")] == \
+        ["RETRY", "RETRY", "FAILED"]
+    retry = next(line for line in log if line.startswith(f"RETRY    {RESET} "))
+    assert "infra failure, runs again once the list has run: " in retry and "ConnectionResetError" in retry
     summary = res.stdout.split("trtx results:\n")[1].splitlines()
     flaky = next(line for line in summary if line.startswith("PASSED   " + RESET))
     assert "flaky: attempt 1 failed (infra): trtx.cli.eval.engines.RankJobError" in flaky

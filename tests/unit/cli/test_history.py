@@ -203,6 +203,7 @@ unit/test_many.py -k "one or two" UNSTABLE (https://bugs/3)
 full:sm100/acc/test_acc.py::test_b200 XFAIL (https://bugs/4)
 acc/test_acc.py::test_never SKIP (https://bugs/5)
 acc/test_few.py SKIP (https://bugs/6)
+acc/test_acc.py::test_regressed SKIP (https://bugs/7)
 """
 
 
@@ -211,19 +212,24 @@ def test_stale_waives(tmp_path):
     many = 'unit/test_many.py -k "one or two"'
     b200_label = "XFAIL (https://bugs/4)"
     runs = []
+    gsm8k, mmlu, few = "SKIP (https://bugs/1)", "XFAIL (https://bugs/2)", "SKIP (https://bugs/6)"
     for i in range(5):
         runs.append([
-            result("acc/test_acc.py::test_gsm8k[tp2]", "passed"),                        # stale: 4 passes
-            result("acc/test_acc.py::test_gsm8k[tp4]", "skipped" if i == 4 else "passed" if i else "failed"),
-            result("acc/test_acc.py::test_mmlu", "xpassed" if i != 3 else "xfailed"),   # failed in its last 3
+            result("acc/test_acc.py::test_gsm8k[tp2]", "passed", waive=gsm8k),           # stale: 4 passes
+            result("acc/test_acc.py::test_gsm8k[tp4]", "skipped" if i == 4 else "passed" if i else "failed",
+                   waive=gsm8k),
+            result("acc/test_acc.py::test_mmlu", "xpassed" if i != 3 else "xfailed", waive=mmlu),  # failed in its last 3
             result("acc/test_acc.py::test_timeout", "passed"),                          # TIMEOUT waives nothing
-            result("unit/test_many.py::test_one", "passed", entry=many),
+            result("unit/test_many.py::test_one", "passed", entry=many, waive="UNSTABLE (https://bugs/3)"),
             result("unit/test_many.py::test_three", "failed", entry="unit/test_many.py"),  # another entry
             # Passes where the waive did not apply (no label) say nothing: only 2 runs with it.
             result("acc/test_acc.py::test_b200", "xpassed" if i % 2 else "passed",
                    waive=b200_label if i % 2 else None),
             result("acc/test_acc.py::test_never", "skipped", waive="SKIP (https://bugs/5)"),
-            *([result("acc/test_few.py::test_a", "passed")] if i == 4 else []),           # 1 run: too few
+            *([result("acc/test_few.py::test_a", "passed", waive=few)] if i == 4 else []),  # 1 run: too few
+            # Passed 3 runs before it regressed and was waived: those passes say nothing of the waive.
+            result("acc/test_acc.py::test_regressed", "passed" if i < 3 else "skipped",
+                   waive=None if i < 3 else "SKIP (https://bugs/7)"),
         ])
     record_runs(path, runs)
     waives = tmp_path / "waives.txt"
@@ -232,7 +238,7 @@ def test_stale_waives(tmp_path):
     assert [(s.waive.line, s.nodeid, s.first_run, s.last_run) for s in stale] == [
         (1, "acc/test_acc.py::test_gsm8k[tp2]", 3, 5), (1, "acc/test_acc.py::test_gsm8k[tp4]", 2, 4),
         (4, "unit/test_many.py::test_one", 3, 5)]
-    assert [w.line for w in never_ran] == [6]
+    assert [w.line for w in never_ran] == [6, 8]
     # With 4 runs in a row asked, test_gsm8k[tp4] (3 passes after its failure) keeps the waive.
     stale, _ = stale_waives(load_history(path), WaiveFile.load(waives).entries, 4)
     assert [s.nodeid for s in stale] == ["unit/test_many.py::test_one"]
