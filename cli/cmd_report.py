@@ -95,7 +95,10 @@ def _history_of(results_dirs: tuple) -> tuple[Path, str]:
         if start is None or not isinstance(start.get("context"), str):
             raise UserError("no run_start event naming the test list: cannot tell which history to read; "
                             "name it with --history FILE", str(path))
-        used = start.get("history") or default_history_path(Path(folder), start["context"])
+        if "history" in start and start["history"] is None:
+            raise UserError("this run was appended to no history (trtx run --no-history): name a history with "
+                            "--history FILE", str(path))
+        used = start.get("history") or default_history_path(Path(folder), start["context"])   # older runs: no key
         found[Path(used)] = start["context"]
     if len(found) > 1:
         raise UserError(f"these results folders have {len(found)} history files ({', '.join(map(str, found))}): "

@@ -18,7 +18,7 @@ from .lists.waives import WaiveFile
 from .options import match_option, platform_option, test_root_option, testdb_option, timeout_option, waives_option
 from .run.history import append_run, check_writable, default_history_path
 from .run.report import render_markdown, render_rich
-from .run.results import INTERRUPTED, JUNIT_FILE, fresh_results_dir, write_durations
+from .run.results import INTERRUPTED, JUNIT_FILE, KEPT, fresh_results_dir, write_durations
 from .run.runner import RunOptions, Runner
 
 
@@ -79,7 +79,11 @@ def run(context, matches, platforms, keyword, results_dir, junit, timeout_s, sha
 
     # Absolute: the pytest children run in the test root, where a relative path would not resolve.
     results_path = Path(results_dir).resolve()
-    history = None if no_history else Path(history_path or default_history_path(results_path, context))
+    history = None if no_history else Path(history_path or default_history_path(results_path, context)).resolve()
+    if history is not None and history.is_relative_to(results_path) and \
+            history.relative_to(results_path).parts[0] not in KEPT:
+        raise UserError(f"--history {history_path}: inside the results folder, where the next run would move it to "
+                        "previous/; keep it outside, or in the folder's history/")
     if history is not None:
         check_writable(history, context)    # another list's, no history, read-only: said now, not after the run
     fresh_results_dir(results_path)
@@ -90,7 +94,7 @@ def run(context, matches, platforms, keyword, results_dir, junit, timeout_s, sha
     console.print(f"trtx run {context}: {len(entries)} list entries{filtered}, results in {results_path}/",
                   soft_wrap=not console.is_terminal, markup=False, highlight=False)
     runner = Runner(Path(test_root).resolve(), results_path, junit_path, keyword, console, context, shard_spec,
-                    RunOptions(retries, retry_timeouts, run_waived), history and history.resolve())
+                    RunOptions(retries, retry_timeouts, run_waived), history)
     started = time.time()
     results = runner.run(plan(entries, waives, info, timeout_s / 60))
     write_durations(results, results_path / "durations.json")

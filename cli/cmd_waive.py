@@ -115,10 +115,11 @@ DEFAULT_HISTORIES = Path("results") / HISTORY_DIR
 @click.option("--stale", is_flag=True,
               help="Also name the waives whose tests passed their last --runs runs in the history.")
 @click.option("--history", type=click.Path(dir_okay=False),
-              help=f"With --stale: the history file (default: the only {DEFAULT_HISTORIES}/*.sqlite).")
+              help=f"With --stale: the history file (default: the only {DEFAULT_HISTORIES}/*.sqlite or "
+                   f"results/*/{HISTORY_DIR}/*.sqlite).")
 @click.option("--runs", type=click.IntRange(min=1),
-              help=f"With --stale: runs in a row (default {STALE_RUNS}); a waive needs that many runs of its tests "
-                   "under it (an XFAIL waive's, or `trtx run --run-waived`) before it can be stale.")
+              help=f"With --stale: how many of a test's latest results under its waive (an XFAIL waive's, or "
+                   f"from `trtx run --run-waived`) must all be passes (default {STALE_RUNS}).")
 def check(waives_file, test_root, stale, history, runs):
     """Audit the waive file: entries that match no test, reasons without a bug link, duplicates
     and conflicting markers; with --stale also waives whose tests passed their last runs in the
@@ -145,11 +146,14 @@ def check(waives_file, test_root, stale, history, runs):
 
 
 def _only_history() -> Path:
-    """--history's default: the one history file in results/history/, else the user must name it."""
-    found = sorted(DEFAULT_HISTORIES.glob("*.sqlite"))
+    """--history's default: the one history file under results/ (results/history/, or a results
+    folder's below it: `make run` writes results/l0_cpu/history/l0_cpu.sqlite), else the user
+    must name it."""
+    found = sorted([*DEFAULT_HISTORIES.glob("*.sqlite"), *DEFAULT_HISTORIES.parent.glob(f"*/{HISTORY_DIR}/*.sqlite")])
     if len(found) != 1:
         what = f"{len(found)} history files" if found else "no history file"
-        raise UserError(f"{what} in {DEFAULT_HISTORIES}/: name the history with --history FILE")
+        raise UserError(f"{what} in {DEFAULT_HISTORIES}/ or results/*/{HISTORY_DIR}/: name the history with "
+                        "--history FILE")
     return found[0]
 
 

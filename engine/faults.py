@@ -83,6 +83,9 @@ class Faults:
                 raise ConfigError(f"TRTX_FAULTS names unknown fault {name!r}; known: {', '.join(sorted(KNOWN))}")
             if rank and not rank.isdigit():
                 raise ConfigError(f"TRTX_FAULTS: {item!r}: expected NAME@RANK with a rank number")
+            if name == "early_eos" and rank:
+                raise ConfigError(f"TRTX_FAULTS: {item!r}: early_eos applies to every rank alike (their schedulers "
+                                  "must agree): no @RANK")
             if name == "early_eos" and not 0 <= _number(arg) <= 1:
                 raise ConfigError(f"TRTX_FAULTS: {item!r}: early_eos takes a fraction Q in [0, 1] (early_eos:Q)")
             items[name] = Fault(name, int(rank) if rank else None, arg or None)

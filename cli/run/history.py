@@ -198,6 +198,7 @@ def load_history(path: Path, context: str | None = None) -> History:
     path = Path(path)
     conn = _connect(path, writing=False)
     try:
+        conn.execute("BEGIN")              # one snapshot: a shard appending meanwhile is all in or all out
         meta = _meta(conn, path)
         if meta is None:
             raise UserError("not a trtx history (an empty SQLite file)", str(path))

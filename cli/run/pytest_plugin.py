@@ -13,7 +13,8 @@ Tests record metrics with pytest's own `record_property("accuracy", 91.3)`. A fa
 `finish` line also says what kind of failure it was (failures.py), which `--retries` goes by, and
 every line says which attempt of the test it is (a retry runs in a pytest child of its own).
 With `run_waived` in the plan (`trtx run --run-waived`) a SKIP waive runs its test as XFAIL does:
-its result (xpassed, xfailed) says whether the waive is still needed, and fails nothing.
+its result (xpassed, xfailed) says whether the waive is still needed, and fails nothing (a crash
+or a hang, which trtx records itself, still does).
 """
 from __future__ import annotations
 
@@ -24,8 +25,8 @@ import pytest
 
 from ..lists.testline import within
 from ..lists.waives import waive_label
-from .failures import classify
-from .results import FAILING, append_event, read_events, results_from_events, write_junit
+from .failures import ERROR, classify
+from .results import FAILING, PASSING, append_event, read_events, results_from_events, write_junit
 
 _MAX_MESSAGE = 6000
 
@@ -96,15 +97,21 @@ class _TrtxRun:
     def _finish(self, nodeid: str, reports: list) -> None:
         entry = self.items.get(nodeid, {})
         outcome, message = _outcome(reports)
+        failure = self.failures.pop(nodeid, None)
+        if self.attempt > 1 and outcome in ("skipped", "xfailed"):
+            # A retry that gives no verdict (skipped for want of a GPU its first attempt still held)
+            # must not end a failed test green.
+            outcome, failure, message = "error", ERROR, (f"attempt {self.attempt} was {outcome} after a failed "
+                                                         f"attempt, which is no verdict: {message}")
         waive = self.waived.get(nodeid)
         append_event(self.results, {
             "event": "finish", "nodeid": nodeid, "entry": entry.get("entry", ""), "outcome": outcome,
             "duration": round(sum(r.duration for r in reports), 3), "message": message[-_MAX_MESSAGE:],
             "metrics": {k: _jsonable(v) for k, v in reports[-1].user_properties},
             "waive": waive_label(waive["marker"], waive["reason"]) if waive else None, "attempt": self.attempt,
-            "failure": self.failures.pop(nodeid, None) if outcome in FAILING else None,
+            "failure": failure if outcome in FAILING else None,
             # Only a failed test runs again: one that now passes is flaky.
-            "flaky": self.attempt > 1 and outcome not in FAILING})
+            "flaky": self.attempt > 1 and outcome in PASSING})
         write_junit(results_from_events(read_events(self.results)), self.junit)
 
 

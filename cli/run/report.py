@@ -12,7 +12,7 @@ from rich.markup import escape
 from rich.table import Table
 from rich.text import Text
 
-from .results import FAILING, TestResult, junit_xml
+from .results import FAILING, TestResult, headline, junit_xml
 
 ORDER = ("failed", "error", "xpassed", "passed", "xfailed", "skipped")
 STYLES = {"passed": "green", "failed": "bold red", "error": "bold red", "skipped": "yellow",
@@ -49,8 +49,7 @@ def retries(r: TestResult) -> str:
     if r.flaky:
         first = next(a for a in r.attempts if a["outcome"] in FAILING)
         kind = f" ({first['failure']})" if first.get("failure") else ""
-        return f"flaky: attempt {r.attempts.index(first) + 1} {first['outcome']}{kind}: " + \
-            TestResult("", message=first["message"]).headline
+        return f"flaky: attempt {r.attempts.index(first) + 1} {first['outcome']}{kind}: " + headline(first["message"])
     return f"{r.outcome} {len(r.attempts) + 1} attempts"
 
 
@@ -94,12 +93,12 @@ def compare(results: list[TestResult], baseline: list[TestResult]) -> dict:
     return {"new_failures": new_failures, "fixed": fixed, "metric_deltas": deltas}
 
 
-def _fmt(v) -> str:
+def number_text(v) -> str:
     return f"{v:.4g}" if isinstance(v, float) else str(v)
 
 
 def _metrics(r: TestResult) -> str:
-    return ", ".join(f"{k}={_fmt(v)}" for k, v in r.metrics.items())
+    return ", ".join(f"{k}={number_text(v)}" for k, v in r.metrics.items())
 
 
 def gates(metrics: dict) -> list[tuple[str, str]]:
@@ -127,10 +126,10 @@ def result_line(r: TestResult, all_metrics: bool = False) -> Text:
     parts = [r.headline] if r.failed else []
     parts += [retries(r)] if r.attempts else []
     parts += [f"waived {r.waive}"] if r.waive else []
-    parts += [f"{k} {_fmt(m[k])} {'>=' if m[k] >= m[limit] else '<'} {_fmt(m[limit])}" for k, limit in gates(m)]
+    parts += [f"{k} {number_text(m[k])} {'>=' if m[k] >= m[limit] else '<'} {number_text(m[limit])}" for k, limit in gates(m)]
     if all_metrics:
         shown = {name for pair in gates(m) for name in pair}
-        parts += [f"{k}={_fmt(v)}" for k, v in m.items() if k not in shown]
+        parts += [f"{k}={number_text(v)}" for k, v in m.items() if k not in shown]
     detail = ": " + "; ".join(parts) if parts else ""
     return Text.assemble((f"{r.outcome.upper():8}", STYLES.get(r.outcome, "")),
                          f" {r.nodeid} ({r.duration:.1f}s){detail}")
@@ -173,7 +172,7 @@ def _render_comparison_rich(c: dict, console: Console, soft_wrap: bool) -> None:
     lines = [f"[bold]against baseline:[/] {len(c['new_failures'])} new failures, {len(c['fixed'])} fixed"]
     lines += [f"  [red]new failure[/] {escape(t)}" for t in c["new_failures"]]
     lines += [f"  [green]fixed[/] {escape(t)}" for t in c["fixed"]]
-    lines += [f"  {escape(d['test'])} {d['metric']}: {_fmt(d['baseline'])} -> {_fmt(d['value'])} ({d['delta']:+.4g})"
+    lines += [f"  {escape(d['test'])} {d['metric']}: {number_text(d['baseline'])} -> {number_text(d['value'])} ({d['delta']:+.4g})"
               for d in c["metric_deltas"]]
     for line in lines:
         console.print(line, soft_wrap=soft_wrap, highlight=False)
@@ -205,8 +204,8 @@ def render_markdown(results: list[TestResult], comparison: dict | None) -> str:
         out += [f"- ✅ fixed: {md_code(t)}" for t in comparison["fixed"]]
         if comparison["metric_deltas"]:
             out += ["", "| test | metric | baseline | now | delta |", "|---|---|---|---|---|"]
-            out += [f"| {md_cell(md_code(d['test']))} | {md_cell(d['metric'])} | {_fmt(d['baseline'])} | "
-                    f"{_fmt(d['value'])} | {d['delta']:+.4g} |"
+            out += [f"| {md_cell(md_code(d['test']))} | {md_cell(d['metric'])} | {number_text(d['baseline'])} | "
+                    f"{number_text(d['value'])} | {d['delta']:+.4g} |"
                     for d in comparison["metric_deltas"]]
     return "\n".join(out) + "\n"
 

@@ -25,6 +25,7 @@ from ..fsutil import atomic_write
 RESULTS_FILE = "results.jsonl"
 JUNIT_FILE = "junit.xml"
 FAILING = ("failed", "error")
+PASSING = ("passed", "xpassed")
 OUTCOMES = ("passed", "failed", "error", "skipped", "xfailed", "xpassed")
 RECORDED_NOTHING = "the run recorded nothing: its results file is empty (trtx run died before writing to it)"
 NOT_FINISHED = "did not finish: started but never finished (the harness was killed or hung)"
@@ -54,18 +55,22 @@ class TestResult:
     @property
     def flaky(self) -> bool:
         """Failed, then passed when run again: green, but reported as flaky."""
-        return not self.failed and any(a["outcome"] in FAILING for a in self.attempts)
+        return self.outcome in PASSING and any(a["outcome"] in FAILING for a in self.attempts)
 
     @property
     def headline(self) -> str:
-        """The message's most telling line: pytest's long repr ends with the error line
-        ("E   AssertionError: ..."), else its last line."""
-        lines = [ln for ln in self.message.strip().splitlines() if ln.strip()]
-        errors = [ln for ln in lines if ln.startswith("E ")]
-        return (errors[0][1:].strip() if errors else lines[-1].strip() if lines else "")[:200]
+        return headline(self.message)
 
 
 KEPT = ("previous", "history")        # what a new run leaves in place: the run before, the runs' history
+
+
+def headline(message: str) -> str:
+    """A message's most telling line: pytest's long repr ends with the error line
+    ("E   AssertionError: ..."), else its last line."""
+    lines = [ln for ln in message.strip().splitlines() if ln.strip()]
+    errors = [ln for ln in lines if ln.startswith("E ")]
+    return (errors[0][1:].strip() if errors else lines[-1].strip() if lines else "")[:200]
 
 
 def fresh_results_dir(path: Path) -> None:
@@ -229,8 +234,8 @@ def junit_xml(results: list[TestResult]) -> str:
                     _attempt_element(case, ("flakyFailure" if a["outcome"] == "failed" else "flakyError"), a)
         if r.outcome in ("skipped", "xfailed"):
             ET.SubElement(case, "skipped", message=r.headline or r.outcome)
-    # Counted from the elements written, so that the header agrees with them: a test retried is a
-    # failure or an error as its first attempt was (Surefire), whatever its last attempt was.
+    # Counted from the elements written, so that the header agrees with them: a test that failed
+    # every attempt counts as its first attempt did (Surefire), a flaky one as neither.
     for count, tag in (("failures", "failure"), ("errors", "error"), ("skipped", "skipped")):
         suite.set(count, str(len(suite.findall(f"testcase/{tag}"))))
     tree = ET.ElementTree(ET.Element("testsuites"))
@@ -244,23 +249,19 @@ def _add_failures(case: ET.Element, r: TestResult) -> None:
     attempts = [*(a for a in r.attempts if a["outcome"] in FAILING),
                 {"outcome": r.outcome, "message": r.message, "failure": r.failure}]
     first, *reruns = attempts
-    ET.SubElement(case, "failure" if first["outcome"] == "failed" else "error", message=_headline(first["message"])
+    ET.SubElement(case, "failure" if first["outcome"] == "failed" else "error", message=headline(first["message"])
                   or first["outcome"], **_type(first)).text = first["message"]
     for a in reruns:
         _attempt_element(case, "rerunFailure" if a["outcome"] == "failed" else "rerunError", a)
 
 
 def _attempt_element(case: ET.Element, tag: str, attempt: dict) -> None:
-    element = ET.SubElement(case, tag, message=_headline(attempt["message"]) or attempt["outcome"], **_type(attempt))
+    element = ET.SubElement(case, tag, message=headline(attempt["message"]) or attempt["outcome"], **_type(attempt))
     ET.SubElement(element, "stackTrace").text = attempt["message"]
 
 
 def _type(attempt: dict) -> dict:
     return {"type": attempt["failure"]} if attempt.get("failure") else {}
-
-
-def _headline(message: str) -> str:
-    return TestResult("", message=message).headline
 
 
 def write_junit(results: list[TestResult], path: str | Path) -> None:

@@ -36,7 +36,6 @@ from rich.text import Text
 
 from ..errors import UserError
 from ..lists.selection import Planned
-from ..lists.testline import within
 from ..procs import die_with_parent
 from .failures import ERROR, INFRA, TIMEOUT, classify_log
 from .report import STYLES, result_line
@@ -154,11 +153,11 @@ class Runner:
         return results
 
     def _to_retry(self, planned: list[Planned]) -> list[tuple[str, Planned]]:
-        """(node id, its list entry) of each test whose last attempt failed in a way worth a retry."""
-        failed = [r.nodeid for r in results_from_events(read_events(self.results)) if self.options.retryable(r)]
-        by_entry = sorted(planned, key=lambda p: -len(p.entry.ref.test_id))      # the most specific entry
-        return [(nodeid, next(p for p in by_entry if within(nodeid, p.entry.ref.test_id) or str(p.entry.ref) == nodeid))
-                for nodeid in failed]
+        """(node id, its list entry) of each test whose last attempt failed in a way worth a retry;
+        the entry is the one its result came from, so that the retry runs with its arguments."""
+        entries = {str(p.entry.ref): p for p in planned}
+        return [(r.nodeid, entries[r.entry]) for r in results_from_events(read_events(self.results))
+                if self.options.retryable(r) and r.entry in entries]
 
     def _watch(self, proc: subprocess.Popen, group: list[Planned], live: Live | None, index: int, total: int) -> None:
         last_event, seen = time.monotonic(), len(read_events(self.results))
@@ -188,7 +187,8 @@ class Runner:
         args = []
         for p in group:          # an entry with raw pytest args is always alone in its group
             args += [p.entry.ref.test_id, *p.entry.ref.pytest_args]
-        args = [nodeid] if nodeid else _with_user_k(args, self.user_k)
+        # A retry runs the one test with its entry's own arguments (its -k, its options), as before.
+        args = [nodeid, *group[0].entry.ref.pytest_args] if nodeid else _with_user_k(args, self.user_k)
         cmd = [sys.executable, "-m", "pytest", "-p", "trtx.cli.run.pytest_plugin", f"--trtx-plan={plan_path}",
                f"--rootdir={self.root}", f"--confcutdir={self.root}", f"--basetemp={self.dir / 'logs' / f'tmp-{name}'}",
                "-p", "no:cacheprovider", "-q", *args]
@@ -231,10 +231,10 @@ class Runner:
         self._fail_running(message, failure)
         reported = {(e.get("nodeid") if self._retried else e.get("entry")) for e in read_events(self.results)
                     if e.get("attempt", 1) == self._attempt}
-        for p in group:
+        for p in group:          # never started: whatever killed pytest, they ran into no timeout of theirs
             nodeid = self._retried or str(p.entry.ref)
             if nodeid not in reported:
-                self._finish(nodeid, str(p.entry.ref), message, failure)
+                self._finish(nodeid, str(p.entry.ref), message, ERROR)
 
     def _log_new(self, events: list[dict]) -> None:
         """Without a terminal (a CI log): one line when a test starts, one when it ends, and one

@@ -20,10 +20,9 @@ from rich.text import Text
 from ..lists.testline import TestRef, parse_ref, within
 from ..lists.waives import Waive
 from .history import History, Record, Run
-from .report import ICONS, STYLES, gates, md_cell, md_code
-from .results import FAILING
+from .report import ICONS, STYLES, gates, md_cell, md_code, number_text
+from .results import FAILING, PASSING
 
-PASSING = ("passed", "xpassed")
 # Outcome sparkline: worked high, failed low, the waived and the skipped between.
 OUTCOME_BARS = {"passed": "█", "xpassed": "▇", "skipped": "▄", "xfailed": "▂", "failed": "▁", "error": "▁"}
 BARS = "▁▂▃▄▅▆▇█"
@@ -65,6 +64,9 @@ class TestTrend:
     first_failing: Run | None     # the first run of the failing streak it is in now
     flaky: int                    # results in the window that failed, then passed on a retry
     metrics: list[MetricTrend]
+    # Whether it ran in the latest run of its shard: a test renamed, removed from the list or
+    # stopped by a crash before it started has a last result, but is not failing *now*.
+    current: bool = True
 
     @property
     def latest(self) -> Record:
@@ -72,7 +74,7 @@ class TestTrend:
 
     @property
     def failing_now(self) -> bool:
-        return self.latest.outcome in FAILING
+        return self.current and self.latest.outcome in FAILING
 
     @property
     def flip_rate(self) -> float | None:
@@ -101,8 +103,13 @@ def trends(history: History, last: int = 20) -> Trends:
     look back over the whole history; flip rate, flaky count and metric series over the window."""
     window = list(history.runs.values())[-last:]
     first = window[0].number if window else 0
+    latest_of_shard: dict[str | None, int] = {}
+    for run in history.runs.values():
+        latest_of_shard[run.shard] = run.number
     tests = [_trend(nodeid, records, first, history) for nodeid, records in history.tests.items()
              if records[-1].run >= first]
+    for t in tests:
+        t.current = t.latest.run == latest_of_shard[history.runs[t.latest.run].shard]
     tests.sort(key=lambda t: (0 if t.failing_now else 1 if t.unstable else 2, -(t.flip_rate or 0), -t.flaky,
                               t.nodeid))
     return Trends(history.path, history.context, window, len(history.runs), tests)
@@ -179,10 +186,6 @@ def _inside(record: Record, ref: TestRef) -> bool:
 
 # -- text ---------------------------------------------------------------------------------------
 
-def _num(v: float) -> str:
-    return f"{v:.4g}" if isinstance(v, float) else str(v)
-
-
 def _when(run: Run) -> str:
     return time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime(run.started))
 
@@ -194,7 +197,7 @@ def _span(t: Trends) -> str:
 
 
 def streak_text(t: TestTrend) -> str:
-    return f"{t.streak_outcome} x{t.streak_length}"
+    return f"{t.streak_outcome} x{t.streak_length}" + ("" if t.current else f", not run since run #{t.latest.run}")
 
 
 def flip_text(t: TestTrend) -> str:
@@ -224,7 +227,7 @@ def metric_spark(points: list[Point]) -> str:
 def verdict_text(m: MetricTrend) -> str:
     """`91.2 >= 84.3 (+6.9)`: the last value against its threshold, and the margin."""
     p = m.last
-    return f"{_num(p.value)} {'>=' if p.passing else '<'} {_num(p.threshold)} ({p.value - p.threshold:+.4g})"
+    return f"{number_text(p.value)} {'>=' if p.passing else '<'} {number_text(p.threshold)} ({p.value - p.threshold:+.4g})"
 
 
 def metric_text(m: MetricTrend) -> str:
@@ -385,13 +388,13 @@ def _chart(m: MetricTrend) -> dict:
     def y(v: float) -> float:
         return round(TOP + (high - v) / (high - low) * inner_h, 1)
 
-    return {"caption": metric_text(m), "threshold_name": m.threshold_name, "high": _num(high), "low": _num(low),
+    return {"caption": metric_text(m), "threshold_name": m.threshold_name, "high": number_text(high), "low": number_text(low),
             "first_run": m.points[0].run, "last_run": m.last.run,
             "line": " ".join(f"{x(i)},{y(p.value)}" for i, p in enumerate(m.points)),
             "threshold": " ".join(f"{x(i)},{y(p.threshold)}" for i, p in enumerate(m.points)),
             "points": [{"x": x(i), "y": y(p.value), "passing": p.passing,
-                        "title": f"#{p.run}: {m.metric} {_num(p.value)} {'>=' if p.passing else '<'} "
-                                 f"{_num(p.threshold)}"} for i, p in enumerate(m.points)]}
+                        "title": f"#{p.run}: {m.metric} {number_text(p.value)} {'>=' if p.passing else '<'} "
+                                 f"{number_text(p.threshold)}"} for i, p in enumerate(m.points)]}
 
 
 def render_html(t: Trends) -> str:

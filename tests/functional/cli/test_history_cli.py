@@ -206,7 +206,7 @@ def test_waive_check_stale(waives, tmp_path):
 
 def test_waive_check_stale_finds_the_only_history_or_asks_for_one(waives, tmp_path):
     check = ["waive", "check", "--waives-file", waives / "waives.txt", "--test-root", waives / "tests", "--stale"]
-    _one_error_line(trtx(*check, cwd=tmp_path), "no history file in results/history/: name the history with --history")
+    _one_error_line(trtx(*check, cwd=tmp_path), "no history file in results/history/ or results/*/history/: name the history")
     record(tmp_path / "results" / "history" / "fx_cpu.sqlite", [{"suite/test_basic.py::test_fail": "passed"}] * 3,
            context="fx_cpu", waives=FIXTURE_WAIVED)
     res = trtx(*check, cwd=tmp_path)

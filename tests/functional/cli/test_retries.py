@@ -13,9 +13,9 @@ from .test_run import FIXTURE, _args
 from .test_run_ci import trtx
 
 RETRY = "suite/test_retry.py::"
-RESET, GATE, REFUSED, TIMEOUT = (RETRY + name for name in (
+RESET, GATE, REFUSED, TIMEOUT, SKIPS = (RETRY + name for name in (
     "test_connection_reset_on_a_rank_once", "test_gate_fails_every_time", "test_connection_refused_every_time",
-    "test_times_out_once"))
+    "test_times_out_once", "test_skips_when_run_again"))
 
 
 def retry_run(tmp_path, *options):
@@ -38,8 +38,8 @@ def retried(tmp_path_factory):
 
 def test_only_infrastructure_failures_and_asked_for_timeouts_run_again(retried):
     res, _, counts, tests, summary = retried
-    assert res.returncode == 1, res.stdout + res.stderr           # the gate and the refused connection
-    assert counts == {"reset": 2, "gate": 1, "refused": 3, "timeout": 2}
+    assert res.returncode == 1, res.stdout + res.stderr           # the gate, the refused connection, the skip
+    assert counts == {"reset": 2, "gate": 1, "refused": 3, "timeout": 2, "skips": 2}
     assert tests[GATE]["outcome"] == "failed" and tests[GATE]["failure"] == "assertion" and not tests[GATE]["attempts"]
     assert tests[REFUSED]["outcome"] == "failed" and [a["failure"] for a in tests[REFUSED]["attempts"]] == ["infra"] * 2
     for nodeid, kind in ((RESET, "infra"), (TIMEOUT, "timeout")):
@@ -48,7 +48,10 @@ def test_only_infrastructure_failures_and_asked_for_timeouts_run_again(retried):
         assert first["outcome"] in ("failed", "error") and first["failure"] == kind
     assert "ConnectionResetError" in tests[RESET]["attempts"][0]["message"]
     assert [nodeid for nodeid, t in tests.items() if t["flaky"]] == [RESET, TIMEOUT]
-    assert summary["flaky"] == 2 and summary["failed"] == 2 and summary["passed"] == 2
+    assert summary["flaky"] == 2 and summary["failed"] == 2 and summary["passed"] == 2 and summary["error"] == 1
+    # A retry that skipped gave no verdict: the test stays red, not flaky.
+    assert tests[SKIPS]["outcome"] == "error" and not tests[SKIPS]["flaky"]
+    assert tests[SKIPS]["message"].startswith("attempt 2 was skipped after a failed attempt, which is no verdict")
 
 
 def test_the_log_names_each_attempt_and_the_report_the_flaky_tests(retried):
@@ -64,7 +67,7 @@ def test_the_log_names_each_attempt_and_the_report_the_flaky_tests(retried):
     flaky = next(line for line in summary if line.startswith("PASSED   " + RESET))
     assert "flaky: attempt 1 failed (infra): trtx.cli.eval.engines.RankJobError" in flaky
     assert any(line.startswith("FAILED   " + REFUSED) and line.endswith("failed 3 attempts") for line in summary)
-    assert summary[-1] == "failed: 2  passed: 2  total: 4 (2 flaky)"
+    assert summary[-1] == "failed: 2  error: 1  passed: 2  total: 5 (2 flaky)"
 
 
 def test_the_github_step_summary_gets_the_markdown_report_appended(retried):
@@ -77,7 +80,7 @@ def test_the_github_step_summary_gets_the_markdown_report_appended(retried):
 def test_junit_has_surefire_flaky_and_rerun_elements_as_junitparser_reads_them(retried):
     _, results, *_ = retried
     suite = next(iter(JUnitXml.fromfile(str(results / "junit.xml"))))
-    assert (suite.tests, suite.failures, suite.errors) == (4, 2, 0)
+    assert (suite.tests, suite.failures, suite.errors) == (5, 3, 0)     # SKIPS: its first attempt's failure
     cases = {c.name: c for c in suite}
     reset, refused, gate = (cases[n.split("::")[1]] for n in (RESET, REFUSED, GATE))
     assert reset.is_passed and reset.is_flaky and not reset.is_rerun
@@ -94,14 +97,15 @@ def test_every_attempt_keeps_its_log_and_its_tests_temporary_folders(retried):
     first = logs / "tmp-0" / "test_connection_reset_on_a_ran0" / "logs"
     assert "ConnectionResetError" in "".join(p.read_text() for p in first.rglob("*.log"))   # rank 0's log
     retries = sorted(p.name for p in logs.glob("pytest-retry*.log"))
-    assert retries == ["pytest-retry2-0.log", "pytest-retry2-1.log", "pytest-retry2-2.log", "pytest-retry3-0.log"]
+    assert retries == ["pytest-retry2-0.log", "pytest-retry2-1.log", "pytest-retry2-2.log", "pytest-retry2-3.log",
+                       "pytest-retry3-0.log"]
     events = [json.loads(line) for line in (results / "results.jsonl").read_text().splitlines()]
     assert sorted(e["attempt"] for e in events if e["event"] == "finish" and e["nodeid"] == REFUSED) == [1, 2, 3]
     assert [e["attempt"] for e in events if e["event"] == "finish" and e["flaky"]] == [2, 2]
 
 
 def test_without_retry_timeouts_a_timeout_is_the_verdict(tmp_path):
-    res, _, counts, tests, _ = retry_run(tmp_path, "--retries", "1", "-k", "timeout or gate")
+    res, _, counts, tests, _ = retry_run(tmp_path, "--retries", "1", "-k", "times_out or gate")
     assert res.returncode == 1 and counts == {"timeout": 1, "gate": 1}
     assert tests[TIMEOUT]["outcome"] == "failed" and tests[TIMEOUT]["failure"] == "timeout"
 

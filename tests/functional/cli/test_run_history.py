@@ -32,7 +32,17 @@ def test_a_history_that_cannot_take_the_run_is_refused_before_any_test_runs(tmp_
                    "cannot create the history here")
     one_error_line(trtx("run", "fx_retry", *_args(t, results, "--history", ci_history, "--no-history")),
                    "--history FILE and --no-history: give one of them")
+    # In the results folder, the next run would move it to previous/ and the one after delete it.
+    one_error_line(trtx("run", "fx_retry", *_args(t, results, "--history", results / "h.sqlite")),
+                   "inside the results folder")
     assert not results.exists()                       # no test ran
+
+
+def test_report_history_of_a_run_appended_to_no_history_says_so(tmp_path):
+    t, results = tree(tmp_path), tmp_path / "results"
+    assert trtx("run", "fx_ci", *_args(t, results, "-k", "gated", "--no-history")).returncode == 0
+    assert not (results / "history").exists()
+    one_error_line(trtx("report", results, "--history"), "this run was appended to no history")
 
 
 def test_a_signal_leaves_no_false_failure_in_the_history(tmp_path):

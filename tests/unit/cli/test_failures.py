@@ -16,11 +16,16 @@ class JobError(Exception):
         self.launch = launch
 
 
-def job(tmp_path: Path, reason: str, last_line: str = "") -> JobError:
-    log = tmp_path / "rank0.log"
-    log.write_text(f"Traceback (most recent call last):\n  File \"x.py\", line 1, in <module>\n{last_line}\n")
-    rank = RankState(0, pid=1, exit_code=1, log=log)
-    return JobError(LaunchResult(1, reason, [rank], 1.0, tmp_path, 0 if reason == "failed" else None))
+def job(tmp_path: Path, reason: str, *last_lines: str) -> JobError:
+    """A job whose rank i raised an exception with last line last_lines[i] ("" for a rank killed
+    at teardown, with no traceback); rank 0 failed first."""
+    ranks = []
+    for i, line in enumerate(last_lines or ("",)):
+        log = tmp_path / f"rank{i}.log"
+        log.write_text(f"Traceback (most recent call last):\n  File \"x.py\", line 1, in <module>\n{line}\n"
+                       if line else "killed\n")
+        ranks.append(RankState(i, pid=1, exit_code=1, log=log))
+    return JobError(LaunchResult(1, reason, ranks, 1.0, tmp_path, 0 if reason == "failed" else None))
 
 
 @pytest.mark.parametrize("reason,last_line,kind", [
@@ -33,6 +38,30 @@ def job(tmp_path: Path, reason: str, last_line: str = "") -> JobError:
 ])
 def test_a_failed_job_is_classified_by_why_it_ended(tmp_path, reason, last_line, kind):
     assert classify(job(tmp_path, reason, last_line)) == kind
+
+
+def test_a_rank_that_asserted_is_no_infra_failure_though_its_peers_lost_their_connections(tmp_path):
+    # Which rank failed first is decided by exit-file times: the verdict must not depend on it.
+    peers = "RuntimeError: [gloo] Connection closed by peer [127.0.0.1]:5000"
+    assert classify(job(tmp_path, "failed", peers, "AssertionError: tokens differ", "")) == "error"
+    assert classify(job(tmp_path, "failed", peers, "ConnectionResetError: reset", "")) == "infra"
+
+
+def test_a_connection_error_while_cleaning_up_after_a_failed_gate_is_the_gate(tmp_path):
+    try:
+        try:
+            assert 80.0 >= 84.3, "accuracy FAIL"
+        finally:
+            raise BrokenPipeError(32, "Broken pipe")     # e.g. an engine shut down in a finally
+    except BrokenPipeError as e:
+        assert classify(e) == "assertion"
+    try:
+        try:
+            raise Exception("Timeout (>600.0s) from pytest-timeout.")
+        finally:
+            raise ConnectionResetError(104, "reset")
+    except ConnectionResetError as e:
+        assert classify(e) == "timeout"
 
 
 def test_a_connection_error_caught_on_the_way_to_another_error_is_not_infra(tmp_path):

@@ -11,7 +11,7 @@ from trtx.cli.errors import UserError
 from trtx.cli.lists.waives import WaiveFile
 from trtx.cli.run.history import append_run, default_history_path, load_history
 from trtx.cli.run.results import TestResult
-from trtx.cli.run.trends import metric_spark, outcome_spark, stale_waives, trends
+from trtx.cli.run.trends import metric_spark, outcome_spark, stale_waives, streak_text, trends
 
 ACC = "acc/test_acc.py::test_gsm8k[tp2]"
 OK = "acc/test_acc.py::test_ok"
@@ -180,8 +180,10 @@ def test_trends_streak_flip_rate_first_failing_and_metrics(tmp_path, monkeypatch
     assert outcome_spark(acc_trend.records) == "▁█▄█▁▁" and metric_spark(accuracy.points) == "▃█▇▆▁"
 
     everything = trends(load_history(path), last=100)
-    assert [t.nodeid for t in everything.tests] == [ACC, GONE, OK]
-    assert everything.tests[1].first_failing.number == 1 and everything.tests[0].pairs == 5
+    # GONE's last result failed, but it is not in the list any more: not failing now, so not first.
+    assert [t.nodeid for t in everything.tests] == [ACC, OK, GONE]
+    gone = everything.tests[2]
+    assert gone.first_failing.number == 1 and not gone.failing_now and everything.tests[0].pairs == 5
 
 
 def test_worst_first_puts_flipping_and_flaky_tests_before_the_steady(tmp_path):
@@ -245,3 +247,14 @@ def test_stale_waives(tmp_path):
     # Two platform runs passed: stale when 2 are asked.
     stale, _ = stale_waives(load_history(path), WaiveFile.load(waives).entries, 2)
     assert "acc/test_acc.py::test_b200" in [s.nodeid for s in stale]
+
+
+def test_a_test_that_last_ran_before_the_latest_run_is_not_failing_now(tmp_path):
+    """Renamed, dropped from the list, or the placeholder of a crash: its last result is old."""
+    path = tmp_path / "h.sqlite"
+    record_runs(path, [[result("a.py::test_old", "failed"), result("a.py::test_x", "passed")],
+                       [result("a.py::test_new", "passed"), result("a.py::test_x", "passed")]])
+    found = trends(load_history(path), 20)
+    old = next(t for t in found.tests if t.nodeid == "a.py::test_old")
+    assert not old.failing_now and not found.failing_now
+    assert streak_text(old) == "failed x1, not run since run #1"

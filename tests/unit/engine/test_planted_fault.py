@@ -53,3 +53,9 @@ def test_q_must_be_a_fraction(spec):
 def test_q_travels_with_the_configuration():
     faults = Faults.parse("early_eos:0.25")
     assert faults.spec == "early_eos:0.25" and faults.early_eos(0) == 0.25 and Faults().early_eos(0) == 0.0
+
+
+def test_q_is_for_every_rank_alike():
+    """One rank cutting requests short alone would put the ranks' schedulers out of step."""
+    with pytest.raises(ConfigError, match="early_eos applies to every rank alike"):
+        Faults.parse("early_eos@1:0.5")

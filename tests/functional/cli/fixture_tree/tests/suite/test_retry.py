@@ -44,3 +44,10 @@ def test_connection_refused_every_time():
 def test_times_out_once():
     if attempt("timeout") == 1:
         time.sleep(5)
+
+
+def test_skips_when_run_again():
+    """A retry that skips (say, its GPU still held by the first attempt's ranks) is no verdict."""
+    if attempt("skips") == 1:
+        raise ConnectionResetError(104, "Connection reset by peer")
+    pytest.skip("no free GPU")
