@@ -126,7 +126,8 @@ def result_line(r: TestResult, all_metrics: bool = False) -> Text:
     parts = [r.headline] if r.failed else []
     parts += [retries(r)] if r.attempts else []
     parts += [f"waived {r.waive}"] if r.waive else []
-    parts += [f"{k} {number_text(m[k])} {'>=' if m[k] >= m[limit] else '<'} {number_text(m[limit])}" for k, limit in gates(m)]
+    parts += [f"{k} {number_text(m[k])} {'>=' if m[k] >= m[limit] else '<'} {number_text(m[limit])}"
+              for k, limit in gates(m)]
     if all_metrics:
         shown = {name for pair in gates(m) for name in pair}
         parts += [f"{k}={number_text(v)}" for k, v in m.items() if k not in shown]
@@ -154,8 +155,8 @@ def render_rich(results: list[TestResult], comparison: dict | None, console: Con
         for col in ("outcome", "test", "time", "metrics / message"):
             table.add_column(col, overflow="fold")
         for r, detail in _rows(results):
-            table.add_row(f"[{STYLES.get(r.outcome, '')}]{r.outcome}[/]" + (" [magenta](flaky)[/]" if r.flaky else ""),
-                          escape(r.nodeid), f"{r.duration:.1f}s",
+            flaky = " [magenta](flaky)[/]" if r.flaky else ""
+            table.add_row(f"[{STYLES.get(r.outcome, '')}]{r.outcome}[/]{flaky}", escape(r.nodeid), f"{r.duration:.1f}s",
                           escape(detail))
         console.print(table)
     else:
@@ -172,8 +173,8 @@ def _render_comparison_rich(c: dict, console: Console, soft_wrap: bool) -> None:
     lines = [f"[bold]against baseline:[/] {len(c['new_failures'])} new failures, {len(c['fixed'])} fixed"]
     lines += [f"  [red]new failure[/] {escape(t)}" for t in c["new_failures"]]
     lines += [f"  [green]fixed[/] {escape(t)}" for t in c["fixed"]]
-    lines += [f"  {escape(d['test'])} {d['metric']}: {number_text(d['baseline'])} -> {number_text(d['value'])} ({d['delta']:+.4g})"
-              for d in c["metric_deltas"]]
+    lines += [f"  {escape(d['test'])} {d['metric']}: {number_text(d['baseline'])} -> {number_text(d['value'])} "
+              f"({d['delta']:+.4g})" for d in c["metric_deltas"]]
     for line in lines:
         console.print(line, soft_wrap=soft_wrap, highlight=False)
 
