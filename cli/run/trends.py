@@ -66,7 +66,7 @@ class TestTrend:
     metrics: list[MetricTrend]
     # Whether it ran in the latest run of its shard: a test renamed, removed from the list or
     # stopped by a crash before it started has a last result, but is not failing *now*.
-    current: bool = True
+    current: bool
 
     @property
     def latest(self) -> Record:
@@ -94,8 +94,14 @@ class Trends:
     tests: list[TestTrend]        # worst first
 
     @property
-    def failing_now(self) -> bool:
-        return any(t.failing_now for t in self.tests)
+    def failing_now(self) -> int:
+        """How many tests fail now (truthy: the report's exit code is 1)."""
+        return sum(t.failing_now for t in self.tests)
+
+    @property
+    def unstable(self) -> int:
+        """How many tests flipped or were flaky in the window and do not fail now."""
+        return sum(t.unstable and not t.failing_now for t in self.tests)
 
 
 def trends(history: History, last: int = 20) -> Trends:
@@ -103,19 +109,16 @@ def trends(history: History, last: int = 20) -> Trends:
     look back over the whole history; flip rate, flaky count and metric series over the window."""
     window = list(history.runs.values())[-last:]
     first = window[0].number if window else 0
-    latest_of_shard: dict[str | None, int] = {}
-    for run in history.runs.values():
-        latest_of_shard[run.shard] = run.number
-    tests = [_trend(nodeid, records, first, history) for nodeid, records in history.tests.items()
+    latest_of_shard = {run.shard: run.number for run in history.runs.values()}      # runs ascend: the last wins
+    tests = [_trend(nodeid, records, first, history, latest_of_shard) for nodeid, records in history.tests.items()
              if records[-1].run >= first]
-    for t in tests:
-        t.current = t.latest.run == latest_of_shard[history.runs[t.latest.run].shard]
     tests.sort(key=lambda t: (0 if t.failing_now else 1 if t.unstable else 2, -(t.flip_rate or 0), -t.flaky,
                               t.nodeid))
     return Trends(history.path, history.context, window, len(history.runs), tests)
 
 
-def _trend(nodeid: str, records: list[Record], first: int, history: History) -> TestTrend:
+def _trend(nodeid: str, records: list[Record], first: int, history: History,
+           latest_of_shard: dict[str | None, int]) -> TestTrend:
     in_window = [r for r in records if r.run >= first]
     latest = records[-1].outcome
     streak = next((i for i, r in enumerate(reversed(records)) if r.outcome != latest), len(records))
@@ -123,8 +126,9 @@ def _trend(nodeid: str, records: list[Record], first: int, history: History) -> 
     first_failing = history.runs[records[-failing].run] if failing else None
     worked = [r.outcome in PASSING for r in in_window if r.outcome != "skipped"]
     flips = sum(a != b for a, b in zip(worked, worked[1:]))
+    current = records[-1].run == latest_of_shard[history.runs[records[-1].run].shard]
     return TestTrend(nodeid, in_window, latest, streak, flips, max(len(worked) - 1, 0), first_failing,
-                     sum(r.flaky for r in in_window), _metric_trends(in_window))
+                     sum(r.flaky for r in in_window), _metric_trends(in_window), current)
 
 
 def _metric_trends(records: list[Record]) -> list[MetricTrend]:
@@ -235,9 +239,7 @@ def metric_text(m: MetricTrend) -> str:
 
 
 def _counts(t: Trends) -> str:
-    failing = sum(x.failing_now for x in t.tests)
-    unstable = sum(x.unstable and not x.failing_now for x in t.tests)
-    return f"failing now: {failing}  flipping or flaky: {unstable}  tests: {len(t.tests)}  {_span(t)}"
+    return f"failing now: {t.failing_now}  flipping or flaky: {t.unstable}  tests: {len(t.tests)}  {_span(t)}"
 
 
 def _spark_text(chars: str, styles: list[str]) -> Text:
@@ -285,8 +287,7 @@ def render_rich(t: Trends, console: Console) -> None:
 
 
 def render_markdown(t: Trends) -> str:
-    failing = sum(x.failing_now for x in t.tests)
-    verdict = f"❌ {failing} failing now" if failing else "✅ nothing failing now"
+    verdict = f"❌ {t.failing_now} failing now" if t.failing_now else "✅ nothing failing now"
     out = [f"## trtx history of {t.context}: {verdict}", "", _counts(t).replace("  ", " · "), "",
            "| | test | now | outcomes | flip rate | flaky | first failing | gated metrics |",
            "|---|---|---|---|---|---|---|---|"]
@@ -309,8 +310,7 @@ def as_json(t: Trends) -> dict:
         "history": {"path": str(t.path), "context": t.context, "runs": t.total_runs, "window": len(t.runs),
                     "first_run": t.runs[0].number if t.runs else None,
                     "last_run": t.runs[-1].number if t.runs else None},
-        "summary": {"tests": len(t.tests), "failing_now": sum(x.failing_now for x in t.tests),
-                    "flipping_or_flaky": sum(x.unstable and not x.failing_now for x in t.tests)},
+        "summary": {"tests": len(t.tests), "failing_now": t.failing_now, "flipping_or_flaky": t.unstable},
         "tests": [{
             "nodeid": x.nodeid, "outcome": x.latest.outcome, "headline": x.latest.headline,
             "streak": {"outcome": x.streak_outcome, "length": x.streak_length},
