@@ -181,15 +181,19 @@ def check_writable(path: Path, context: str) -> None:
         except OSError as e:
             raise UserError(f"cannot create the history here: {e.strerror}", str(path)) from None
         return
-    load_history(path, context)
     conn = _connect(path, writing=True)
     try:
         conn.execute("BEGIN IMMEDIATE")
+        meta = _meta(conn, path)            # the meta table only: no need to read every run first
+        if meta is None:
+            raise UserError("not a trtx history (an empty SQLite file)", str(path))
+        _check_context(meta, context, path)
         conn.execute("INSERT INTO meta (key, value) VALUES ('write check', '')")    # rolled back at once
-        conn.execute("ROLLBACK")
     except sqlite3.DatabaseError as e:
         raise UserError(f"cannot record runs in this history: {e}", str(path)) from None
     finally:
+        if conn.in_transaction:
+            conn.execute("ROLLBACK")
         conn.close()
 
 
