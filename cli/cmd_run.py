@@ -141,6 +141,6 @@ def _step_summary(results, context: str) -> None:
         return
     try:
         with open(path, "a", encoding="utf-8") as f:
-            f.write(render_markdown(results, None).replace("## trtx:", f"## trtx run {context}:", 1) + "\n")
+            f.write(render_markdown(results, None, f"trtx run {context}") + "\n")
     except OSError as e:
         click.echo(f"trtx run: cannot write the step summary to {path}: {e.strerror}", err=True)

@@ -189,10 +189,10 @@ def md_cell(text: str) -> str:
     return text.replace("|", "\\|")
 
 
-def render_markdown(results: list[TestResult], comparison: dict | None) -> str:
+def render_markdown(results: list[TestResult], comparison: dict | None, title: str = "trtx") -> str:
     s = summary(results)
     verdict = "❌ failed" if s["failed"] or s["error"] else "✅ passed"
-    out = [f"## trtx: {verdict}", "",
+    out = [f"## {title}: {verdict}", "",
            counts_line(s, "**{k}** {v}", " · "), "",
            "| | test | time | metrics / message |", "|---|---|---|---|"]
     for r, detail in _rows(results):
