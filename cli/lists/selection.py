@@ -11,6 +11,7 @@ from pathlib import Path
 from ..errors import UserError
 from .collect import KnownTests
 from .testdb import TestDb, TestEntry
+from .testline import names_entry
 from .waives import Waive, WaiveFile, WaiveIndex
 
 
@@ -26,11 +27,13 @@ def explain_blocks(db: TestDb, context: str, info: dict):
 
 
 def explain_waives(entries: list[TestEntry], waives: WaiveFile, info: dict):
-    """For each waive of a listed test, in file line order: whether it applies here, and which
-    platform name decided."""
+    """For each waive that can apply to a listed entry's tests (its own, around it or inside it,
+    as `trtx run` finds them), in file line order: whether it applies here, and which platform
+    name decided."""
     names = ", ".join(info["platforms"]) or "none"
     yield f"# waives ({waives.path}); this system's platforms: {names}"
-    found = {w for entry in entries for w in waives.matching(entry.ref)}
+    every = WaiveIndex(waives.entries)
+    found = {w for entry in entries for w in every.for_entry(entry.ref)}
     for w in sorted(found, key=lambda w: w.line):
         if w.platform is None:
             verdict = "applies (no full:PLATFORM/)"
@@ -46,7 +49,7 @@ def with_markers(entry: TestEntry, here: WaiveIndex) -> str:
     or around it, and how many name a test inside it."""
     found = here.for_entry(entry.ref)
     # A longer id lies inside the entry (a folder, file or class): counted, as `list` collects no tests.
-    inside = [w for w in found if len(w.ref.test_id) > len(entry.ref.test_id)]
+    inside = [w for w in found if len(w.ref.test_id.rstrip("/")) > len(entry.ref.test_id.rstrip("/"))]
     extra = [entry.markers] if entry.markers else []
     extra += [f"waived: {w.label}" for w in found if w not in inside]
     extra += [f"waived inside: {len(inside)}"] if inside else []
@@ -117,8 +120,9 @@ class Planned:
 
     def to_json(self) -> dict:
         return {"entry": str(self.entry.ref), "test_id": self.entry.ref.test_id, "timeout_s": self.timeout_s,
-                "waives": [{"test_id": w.ref.test_id, "whole_entry": bool(w.ref.pytest_args), "marker": w.marker,
-                            "reason": w.reason or "", "timeout_s": _seconds(w.timeout_min)} for w in self.waives]}
+                "waives": [{"test_id": w.ref.test_id, "whole_entry": names_entry(w.ref.test_id, self.entry.ref.test_id),
+                            "marker": w.marker, "reason": w.reason or "", "timeout_s": _seconds(w.timeout_min)}
+                           for w in self.waives]}
 
     @property
     def longest_timeout_s(self) -> int:

@@ -80,6 +80,26 @@ def within(test_id: str, outer: str) -> bool:
     return test_id.startswith(outer) and test_id[len(outer):len(outer) + 1] in ("", ":", "[", "/")
 
 
+def waive_covers(test_id: str, waive_id: str) -> bool:
+    """Whether a waive without pytest arguments naming `waive_id` covers the collected test
+    `test_id`: the test itself, or its function, class or file, as TensorRT-LLM matches waives to
+    collected tests (node id, then without its [...] parameters, then without its last `::` part,
+    again and again). Never a folder: there a folder waive applies only to the list entry that is
+    that folder (see names_entry)."""
+    return test_id.startswith(waive_id) and test_id[len(waive_id):len(waive_id) + 1] in ("", ":", "[")
+
+
+def names_entry(waive_id: str, entry_id: str) -> bool:
+    """Whether a waive names the list entry itself (the whole entry is waived, whatever it collects:
+    TensorRT-LLM waives an entry run as one test, a folder included, by its own id)."""
+    return waive_id.rstrip("/") == entry_id.rstrip("/")
+
+
+def names_folder(test_id: str) -> bool:
+    """Whether an id names a folder: no `::` and no file name (a last part without a dot)."""
+    return "::" not in test_id and "." not in test_id.rstrip("/").rsplit("/", 1)[-1]
+
+
 def split_id(text: str) -> tuple[str, str]:
     """(test id, rest of the line): the id ends at the first whitespace outside [...]."""
     blank = _FIRST_BLANK.search(text)

@@ -24,7 +24,7 @@ from pathlib import Path
 from ..errors import UserError
 from ..fsutil import atomic_write, read_utf8
 from .sysinfo import platform_names
-from .testline import MINUTES, TestRef, parse_ref, split_line, within
+from .testline import MINUTES, TestRef, names_folder, parse_ref, split_line, within
 
 MARKERS = ("SKIP", "XFAIL", "UNSTABLE", "TIMEOUT")      # ISOLATION is a test-db marker
 BOM = "\ufeff"
@@ -264,23 +264,25 @@ class WaiveIndex:
 
     def for_entry(self, ref: TestRef) -> list[Waive]:
         """The waives that can apply to tests of the list entry `ref`, most specific (longest id)
-        first: its own (same id and pytest arguments), and those without pytest arguments that name
-        a test inside it or a folder, file, class or function around it. The plugin gives each
-        collected test the first of these that contains it (docs/test-db-and-waives.md, "How a
+        first: its own (its id, or its id and pytest arguments), those without pytest arguments
+        naming the file, class or function around it, and those naming a test, function, class or
+        file inside it. A folder waive applies to the entry that is that folder only, as in
+        TensorRT-LLM: not to the folders inside an entry, nor to entries inside it. The plugin gives
+        each collected test the first of these that covers it (docs/test-db-and-waives.md, "How a
         waive finds its tests")."""
         entry = ref.test_id.rstrip("/")
         found = list(self.with_args.get(ref, ()))
-        # Around it (and itself): the entry's id cut where within() allows an id to continue.
-        for cut in [i for i, ch in enumerate(entry) if ch in ":[/"] + [len(entry)]:
+        # Around it (and itself): the entry's id cut where a node id continues a file, class or function.
+        for cut in [i for i, ch in enumerate(entry) if ch in ":["] + [len(entry)]:
             found += self.by_id.get(entry[:cut], ())
-        # Inside it: ids that start with the entry's, in sorted order from there.
+        # Inside it: ids that start with the entry's, in sorted order from there; not folders.
         for i in range(bisect.bisect_right(self.ids, entry), len(self.ids)):
             if not self.ids[i].startswith(entry):
                 break
-            if within(self.ids[i], entry):
+            if within(self.ids[i], entry) and not names_folder(self.ids[i]):
                 found += self.by_id[self.ids[i]]
         unique = list(dict.fromkeys(found))
-        return sorted(unique, key=lambda w: (-len(w.ref.test_id), w.ref != ref, w.line))
+        return sorted(unique, key=lambda w: (-len(w.ref.test_id.rstrip("/")), w.ref != ref, w.line))
 
 
 def waives_for(ref: TestRef, waives: list[Waive]) -> list[Waive]:

@@ -4,8 +4,9 @@
 The plan names the test-list entries this child runs (the node ids themselves are pytest's
 arguments, so pytest keeps exactly those tests, in list order), each with the waives that can apply
 to its tests. For each collected test the plugin applies the entry's timeout and the most specific
-waive that contains the test (one naming its node id, then its function, class, file or a folder;
-one with pytest arguments covers every test of the entry it names), writes a `start` line when it
+waive that contains the test (one naming its node id, then its function, class or file; one naming
+the entry itself, a folder included, or with the entry's pytest arguments, covers every test of the
+entry), writes a `start` line when it
 begins and a `finish` line with outcome, duration, message and recorded metrics when it ends, and
 rewrites JUnit at both: from its start until its finish the test is in JUnit as an error ("did not
 finish"), so a harness killed mid-test leaves a red JUnit, never a green one with the test missing.
@@ -23,7 +24,7 @@ import math
 
 import pytest
 
-from ..lists.testline import within
+from ..lists.testline import waive_covers, within
 from ..lists.waives import waive_label
 from .failures import ERROR, classify
 from .results import FAILING, PASSING, append_event, read_events, results_from_events, write_junit
@@ -64,7 +65,7 @@ class _TrtxRun:
                 continue
             self.items[item.nodeid] = entry
             # The plan lists the entry's waives most specific first: the first of each kind decides.
-            mine = [w for w in entry["waives"] if w["whole_entry"] or within(item.nodeid, w["test_id"])]
+            mine = [w for w in entry["waives"] if w["whole_entry"] or waive_covers(item.nodeid, w["test_id"])]
             timeout = next((w for w in mine if w["marker"] == "TIMEOUT"), entry)["timeout_s"]
             item.add_marker(pytest.mark.timeout(timeout))
             waive = next((w for w in mine if w["marker"] != "TIMEOUT"), None)

@@ -17,7 +17,7 @@ from rich.markup import escape
 from rich.table import Table
 from rich.text import Text
 
-from ..lists.testline import TestRef, parse_ref, within
+from ..lists.testline import TestRef, names_entry, parse_ref, waive_covers
 from ..lists.waives import Waive
 from .history import History, Record, Run
 from .report import ICONS, STYLES, gates, md_cell, md_code, number_text
@@ -178,14 +178,16 @@ def stale_waives(history: History, waives: list[Waive], last: int) -> tuple[list
 
 
 def _inside(record: Record, ref: TestRef) -> bool:
-    """Whether the waive `ref` covers the test: a waive with pytest arguments covers its entry's
-    tests (the same id and arguments), one without covers the tests inside its id."""
-    if not ref.pytest_args:
-        return within(record.nodeid, ref.test_id)
+    """Whether the waive `ref` covers the test as `trtx run` applies it: a waive with pytest
+    arguments covers its entry's tests (the same id and arguments); one without covers the tests of
+    the entry it names and those under the file, class or function it names."""
     try:
-        return parse_ref(record.entry) == ref
+        entry = parse_ref(record.entry)
     except ValueError:
-        return False
+        entry = None
+    if ref.pytest_args:
+        return entry == ref
+    return waive_covers(record.nodeid, ref.test_id) or (entry is not None and names_entry(ref.test_id, entry.test_id))
 
 
 # -- text ---------------------------------------------------------------------------------------

@@ -42,7 +42,8 @@ def test_list_prints_entries_as_written_without_comments_and_markers():
         "examples/test_fx_example.py::test_smoke[pp2]",
         'unittest/fx/multi_gpu_modeling -k "deepseek"',
         'unittest/fx/moe/test_moe_fx.py::test_moe_multi_gpu -k "CUTLASS and FP8 and not FP8_BLOCK_SCALES"',
-        "accuracy/test_fx.py::TestModelA::test_fp8[tp4-mtp_nextn=2]"]
+        "accuracy/test_fx.py::TestModelA::test_fp8[tp4-mtp_nextn=2]",
+        "unittest/fx/tools/test_tool_fx.py"]
 
 
 def test_timeout_without_a_blank_is_a_timeout():
@@ -108,6 +109,33 @@ def test_list_explain_says_which_platform_matched():
             "supported in python 3.12): applies (platform sm100 matched full:sm100/)") in res.stdout
     assert ("#   line 2: accuracy/test_fx.py::TestModelB::test_nvfp4_8gpus[throughput] XFAIL "
             "(https://bugs.example/6029882): applies (no full:PLATFORM/)") in res.stdout
+
+
+def test_a_folder_waive_waives_the_entry_that_is_the_folder_not_entries_inside_it(tmp_path):
+    """As TensorRT-LLM applies them: `full:sm100/unittest/fx/tools` waives an entry that is that
+    folder, not `unittest/fx/tools/test_tool_fx.py`, which runs on B200 (a real case:
+    `full:sm100/unittest/trt/functional SKIP` and l0_b200's `unittest/trt/functional/test_fp4_gemm.py`)."""
+    (tmp_path / "w.txt").write_text("full:sm100/unittest/fx/tools SKIP (Disable for Blackwell)\n"
+                                    "full:sm100/unittest/fx/bindings/ SKIP (Disable for Blackwell)\n")
+    args = ["--testdb", FORMS / "test-db", "--waives-file", tmp_path / "w.txt", "--markers"]
+    dgx = trtx("list", "l0_fx_dgx", *B200x8, *args)
+    assert dgx.returncode == 0 and "unittest/fx/tools/test_tool_fx.py" in dgx.stdout.splitlines(), dgx.stdout
+    nanobind = trtx("list", "l0_fx_nanobind", "--match", "gpu=A10", "--platform", "sm100", *args)
+    assert nanobind.stdout.splitlines() == ["unittest/fx/bindings  waived: SKIP (Disable for Blackwell)"]
+
+
+def test_explain_lists_the_waives_around_an_entry(tmp_path):
+    """--explain shows every waive `trtx run` would give an entry's tests: around it (its class,
+    file) as well as its own, each with its verdict; not its folder's."""
+    (tmp_path / "w.txt").write_text("accuracy/test_fx.py::TestModelB XFAIL (https://b/1)\n"
+                                    "full:sm100/accuracy/test_fx.py SKIP (https://b/2)\n"
+                                    "accuracy SKIP (https://b/3)\n")
+    res = trtx("list", "l0_fx_dgx", "--explain", *B200x8, "--testdb", FORMS / "test-db",
+               "--waives-file", tmp_path / "w.txt")
+    lines = [line for line in res.stdout.splitlines() if line.startswith("#   line ")]
+    assert lines == ["#   line 1: accuracy/test_fx.py::TestModelB XFAIL (https://b/1): applies (no full:PLATFORM/)",
+                     "#   line 2: full:sm100/accuracy/test_fx.py SKIP (https://b/2): applies (platform sm100 matched "
+                     "full:sm100/)"], res.stdout
 
 
 def test_explain_says_when_no_platform_matched(tmp_path):

@@ -17,7 +17,8 @@ def test_waives_inside_a_file_entry_apply_to_its_tests(tmp_path):
     res = trtx("run", "fx_inside", *_args(tree, "--test-root", tree / "tests", "--results", tmp_path / "r"))
     assert res.returncode == 0, res.stdout + res.stderr              # nothing unwaived failed
     got = {k.removeprefix(FILE + "::"): v for k, v in outcomes(tmp_path / "r").items()}
-    # The whole file's SKIP is for another platform (full:NO_SUCH_PLATFORM/): no test takes it.
+    # The whole file's SKIP is for another platform (full:NO_SUCH_PLATFORM/): no test takes it; nor
+    # the folder's SKIP (suite), which waives only an entry that is that folder.
     assert {k: (v["outcome"], v["waive"]) for k, v in got.items()} == {
         "test_size[small]": ("xpassed", "UNSTABLE (https://bugs.example/20)"),   # its function's waive
         "test_size[large]": ("skipped", "SKIP (https://bugs.example/21)"),       # its own: the most specific
