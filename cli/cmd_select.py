@@ -48,3 +48,6 @@ def list_tests(context, matches, platforms, testdb, waives_file, markers, explai
         here = waives_here(waives, info)
     for entry in selected:
         click.echo(with_markers(entry, here) if markers else str(entry.ref))
+    if not selected and not explain:        # an empty stdout alone reads like a list that is empty
+        click.echo(f"no test of {context} applies to this system: `trtx list {context} --explain` says which "
+                   f"keys failed", err=True)

@@ -136,5 +136,18 @@ def system_info(matches: tuple[str, ...] = (), platforms: tuple[str, ...] = ()) 
         if sep and key.strip() == "platform":
             named.append(check_platform(value.strip(), "--match platform="))
     info.update({k: v for k, v in parse_matches(matches).items() if k != "platform"})
+    for key, value in capability_keys(info).items():
+        info.setdefault(key, value)         # a --match of the key itself wins
     info["platforms"] = list(dict.fromkeys(platform_names(info) + named))
     return info
+
+
+def capability_keys(info: dict) -> dict:
+    """Keys TensorRT-LLM's test-db conditions use that follow from compute_capability (detected or
+    --match'ed): supports_fp8 (Ada and later, 8.9+) and supports_tf32 (Ampere and later, 8.0+).
+    Without a compute capability they stay absent, and a block that names them does not apply."""
+    cc = re.fullmatch(r"(\d+)(?:\.(\d+))?", str(info.get("compute_capability", "")).strip())
+    if not cc:
+        return {}
+    version = (int(cc.group(1)), int(cc.group(2) or 0))
+    return {"supports_fp8": version >= (8, 9), "supports_tf32": version >= (8, 0)}

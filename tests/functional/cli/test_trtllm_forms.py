@@ -154,6 +154,21 @@ def test_boolean_terms_from_match(value, selected):
     assert ("accuracy/test_fx.py::TestModelA::test_fp8_single[fp8kv=True]" in res.stdout) is selected
 
 
+@pytest.mark.parametrize("cc,selected", [("9.0", True), ("8.9", True), ("8.6", False)])
+def test_supports_fp8_follows_the_compute_capability(cc, selected):
+    """TensorRT-LLM's lists name `supports_fp8: true`; trtx derives it from compute_capability."""
+    res = forms("list", "l0_fx_a10", "--match", "system_gpu_count=1", "--match", f"compute_capability={cc}")
+    assert res.returncode == 0, res.stderr
+    assert ("accuracy/test_fx.py::TestModelA::test_fp8_single[fp8kv=True]" in res.stdout.splitlines()) is selected
+
+
+def test_list_says_on_stderr_when_no_block_applies():
+    res = forms("list", "l0_fx_dgx", "--match", "gpu=B200")     # no stage, no gpu count: nothing applies
+    assert res.returncode == 0 and res.stdout == ""
+    assert res.stderr == ("no test of l0_fx_dgx applies to this system: `trtx list l0_fx_dgx --explain` says which "
+                          "keys failed\n")
+
+
 def test_run_takes_platform(tmp_path):
     tree = tmp_path / "t"
     shutil.copytree(HERE / "fixture_tree", tree)
