@@ -124,13 +124,17 @@ class TestDb:
         return self.contexts[context]
 
     def select(self, context: str, info: dict) -> list[TestEntry]:
-        """The tests of every block that applies, in block order, each test once."""
-        seen, out = set(), []
+        """The tests of every block that applies, in block order, each test once: at its first
+        place, with the markers of its last line (TensorRT-LLM keeps the last line's TIMEOUT)."""
+        at: dict = {}
+        out: list[TestEntry] = []
         for block in self.blocks(context):
             if block.condition.matches(info):
                 for t in block.tests:
-                    if t.ref not in seen:
-                        seen.add(t.ref)
+                    if t.ref in at:
+                        out[at[t.ref]] = t
+                    else:
+                        at[t.ref] = len(out)
                         out.append(t)
         return out
 

@@ -230,21 +230,23 @@ def editing(path: str | Path):
 
 def hygiene(wf: WaiveFile, known) -> list[tuple[Waive, str]]:
     """Problems of a waive file: entries naming no known test (`known(ref) -> bool`), reasons with
-    no bug link, duplicates and conflicting markers for the same test and platform."""
+    no bug link, duplicates and conflicting markers for the same test and platform (the later line
+    applies, as in TensorRT-LLM)."""
     problems = []
     first: dict[tuple, Waive] = {}
     for w in wf.entries:
         if not known(w.ref):
             problems.append((w, f"matches no known test: {w.ref}"))
-        if w.marker != "TIMEOUT" and not (w.reason and BUG_LINK.search(w.reason)):
+        if w.marker != "TIMEOUT" and not w.reason:
+            problems.append((w, "no reason: give the bug link in parentheses after the marker"))
+        elif w.marker != "TIMEOUT" and not BUG_LINK.search(w.reason):
             problems.append((w, "reason has no bug link"))
         key = (w.ref, (w.platform or "").upper())
         if key in first:
             prev = first[key]
             what = "duplicate of" if prev.marker == w.marker else f"conflicts ({prev.marker} vs {w.marker}) with"
-            problems.append((w, f"{what} line {prev.line}"))
-        else:
-            first[key] = w
+            problems.append((w, f"{what} line {prev.line}; this later line is the one that applies"))
+        first[key] = w
     return problems
 
 
@@ -282,7 +284,8 @@ class WaiveIndex:
             if within(self.ids[i], entry) and not names_folder(self.ids[i]):
                 found += self.by_id[self.ids[i]]
         unique = list(dict.fromkeys(found))
-        return sorted(unique, key=lambda w: (-len(w.ref.test_id.rstrip("/")), w.ref != ref, w.line))
+        # Among equals the later line wins: TensorRT-LLM keeps the last of two lines with one name.
+        return sorted(unique, key=lambda w: (-len(w.ref.test_id.rstrip("/")), w.ref != ref, -w.line))
 
 
 def waives_for(ref: TestRef, waives: list[Waive]) -> list[Waive]:

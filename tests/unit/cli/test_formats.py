@@ -8,8 +8,8 @@ import pytest
 from trtx.cli.errors import UserError
 from trtx.cli.lists.sysinfo import platform_names
 from trtx.cli.lists.testdb import load_testdb
-from trtx.cli.lists.testline import TestRef
-from trtx.cli.lists.waives import WaiveFile, hygiene, parse_line
+from trtx.cli.lists.testline import TestRef, parse_ref
+from trtx.cli.lists.waives import WaiveFile, hygiene, parse_line, waives_for
 
 FIXTURE = Path(__file__).parents[2] / "functional" / "cli" / "fixture_tree"    # read here, run there
 CPU = {"system_gpu_count": 0, "linux_distribution_name": "debian"}
@@ -136,12 +136,28 @@ def test_platform_names_match_whole(platform, info, match):
 def test_hygiene_finds_every_kind_of_problem():
     text = ("a.py::t SKIP (https://bugs/1)\n"
             "a.py::t XFAIL (https://bugs/2)\n"          # conflicts with line 1
-            "a.py::t SKIP (https://bugs/3)\n"           # duplicate of line 1
+            "a.py::t SKIP (https://bugs/3)\n"           # conflicts with line 2
             "b.py::u SKIP (no link here)\n"
-            "gone.py::v SKIP (https://bugs/4)\n")
-    problems = hygiene(WaiveFile("w", text), known=lambda ref: ref.test_id != "gone.py::v")
-    found = {(w.line, what.split(" ")[0]) for w, what in problems}
-    assert found == {(2, "conflicts"), (3, "duplicate"), (4, "reason"), (5, "matches")}
+            "gone.py::v SKIP (https://bugs/4)\n"
+            "c.py::w SKIP # (https://chat/1): a comment, no reason\n"
+            "c.py::w SKIP\n")                           # duplicate of line 6
+    problems = hygiene(WaiveFile("w", text), known=lambda ref: ref.test_id not in ("gone.py::v", "c.py::w"))
+    found = {(w.line, what.split(" ")[0]) for w, what in problems if not what.startswith("matches")}
+    assert found == {(2, "conflicts"), (3, "conflicts"), (4, "reason"), (6, "no"), (7, "no"), (7, "duplicate")}
+    said = {w.line: what for w, what in problems}
+    assert said[3] == "conflicts (XFAIL vs SKIP) with line 2; this later line is the one that applies"
+
+
+def test_of_two_waives_with_one_name_the_later_applies():
+    """As TensorRT-LLM keeps the last line of a name (its waives are a dict by test name)."""
+    waives = [parse_line(line, "w", n) for n, line in enumerate(
+        ["a.py::t SKIP (https://bugs/1)", "a.py XFAIL (https://bugs/2)", "a.py::t XFAIL (https://bugs/3)"], 1)]
+    assert [w.line for w in waives_for(parse_ref("a.py::t"), waives)] == [3, 1, 2]
+
+
+def test_a_test_listed_twice_runs_once_with_its_last_lines_markers(tmp_path):
+    entries = _entries(tmp_path, "a.py::t TIMEOUT (30)", "b.py::u", "a.py::t TIMEOUT (90)")
+    assert [(str(e.ref), e.timeout_min, e.line) for e in entries] == [("a.py::t", 90, 5), ("b.py::u", None, 4)]
 
 
 def _entries(tmp_path, *lines):
