@@ -39,7 +39,7 @@ def list_tests(context, matches, platforms, testdb, waives_file, markers, explai
     if explain:
         for line in explain_blocks(db, context, info):
             click.echo(line)
-    waives = WaiveFile.load(waives_file) if markers or explain else None
+    waives = WaiveFile.load(waives_file)     # read even when not shown: a mistyped path is an error
     selected = db.select(context, info)
     if explain:
         for line in explain_waives(selected, waives, info):

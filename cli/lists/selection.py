@@ -20,7 +20,8 @@ def explain_blocks(db: TestDb, context: str, info: dict):
     for n, block in enumerate(db.blocks(context), 1):
         checks = block.condition.checks(info)
         verdict = "applies" if all(c.ok for c in checks) else "does not apply"
-        yield f"# block {n} ({block.path}:{block.line}): {verdict}, {len(block.tests)} tests"
+        tests = f"{len(block.tests)} test" + ("" if len(block.tests) == 1 else "s")
+        yield f"# block {n} ({block.path}:{block.line}): {verdict}, {tests}"
         for c in checks:
             actual = "absent" if c.actual is None else c.actual
             yield f"#   {'ok  ' if c.ok else 'FAIL'} {c.key}: {actual} (wanted {c.wanted})"

@@ -95,6 +95,9 @@ def parse_line(text: str, path: str, line: int) -> Waive | None:
         platform, sep, test_text = test_text[len("full:"):].partition("/")
         if not (sep and platform and test_text):
             raise UserError("'full:' must be followed by PLATFORM/ and the test id", path, line)
+        if any(ch.isspace() for ch in platform):
+            raise UserError(f"'full:{platform}/': a platform name holds no blank (write full:PLATFORM/TEST)", path,
+                            line)
     reason = None
     if parts.rest:
         reason = _reason(parts.rest)

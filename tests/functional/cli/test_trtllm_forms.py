@@ -169,6 +169,11 @@ def test_list_says_on_stderr_when_no_block_applies():
                           "keys failed\n")
 
 
+def test_list_refuses_a_missing_waive_file_even_without_markers(tmp_path):
+    res = trtx("list", "l0_fx_dgx", *B200x8, "--testdb", FORMS / "test-db", "--waives-file", tmp_path / "nope.txt")
+    assert res.returncode == 2 and "waive file does not exist" in res.stderr and res.stdout == ""
+
+
 def test_run_takes_platform(tmp_path):
     tree = tmp_path / "t"
     shutil.copytree(HERE / "fixture_tree", tree)

@@ -104,6 +104,7 @@ def test_waive_line_forms():
     ("a.py::t SKIP because it is broken", "reason must be in parentheses"),
     ("a.py::t TIMEOUT (soon)", "TIMEOUT needs minutes"),
     ("full:a.py::t SKIP (x)", "'full:' must be followed by PLATFORM/"),
+    ("full:sm100 accuracy/a.py SKIP (x)", "'full:sm100 accuracy/': a platform name holds no blank"),
 ])
 def test_bad_waive_lines(line, message):
     with pytest.raises(UserError) as err:
