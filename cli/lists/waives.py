@@ -236,7 +236,7 @@ def hygiene(wf: WaiveFile, known) -> list[tuple[Waive, str]]:
     no bug link, duplicates and conflicting markers for the same test and platform (the later line
     applies, as in TensorRT-LLM)."""
     problems = []
-    first: dict[tuple, Waive] = {}
+    latest: dict[tuple, Waive] = {}     # by (test, platform): the line that applies so far
     for w in wf.entries:
         if not known(w.ref):
             problems.append((w, f"matches no known test: {w.ref}"))
@@ -245,11 +245,17 @@ def hygiene(wf: WaiveFile, known) -> list[tuple[Waive, str]]:
         elif w.marker != "TIMEOUT" and not BUG_LINK.search(w.reason):
             problems.append((w, "reason has no bug link"))
         key = (w.ref, (w.platform or "").upper())
-        if key in first:
-            prev = first[key]
-            what = "duplicate of" if prev.marker == w.marker else f"conflicts ({prev.marker} vs {w.marker}) with"
-            problems.append((w, f"{what} line {prev.line}; this later line is the one that applies"))
-        first[key] = w
+        if key in latest:
+            prev = latest[key]
+            if prev.marker == w.marker:
+                problems.append((w, f"duplicate of line {prev.line}; this later line is the one that applies"))
+            elif "TIMEOUT" in (prev.marker, w.marker):     # trtx keeps a TIMEOUT beside an outcome
+                problems.append((w, f"conflicts ({prev.marker} vs {w.marker}) with line {prev.line}: trtx applies "
+                                    f"both, TensorRT-LLM only this later line"))
+            else:
+                problems.append((w, f"conflicts ({prev.marker} vs {w.marker}) with line {prev.line}; this later "
+                                    f"line is the one that applies"))
+        latest[key] = w
     return problems
 
 

@@ -141,12 +141,15 @@ def test_hygiene_finds_every_kind_of_problem():
             "b.py::u SKIP (no link here)\n"
             "gone.py::v SKIP (https://bugs/4)\n"
             "c.py::w SKIP # (https://chat/1): a comment, no reason\n"
-            "c.py::w SKIP\n")                           # duplicate of line 6
+            "c.py::w SKIP\n"                            # duplicate of line 6
+            "c.py::w TIMEOUT (90)\n")                   # trtx keeps both, TensorRT-LLM this line
     problems = hygiene(WaiveFile("w", text), known=lambda ref: ref.test_id not in ("gone.py::v", "c.py::w"))
     found = {(w.line, what.split(" ")[0]) for w, what in problems if not what.startswith("matches")}
-    assert found == {(2, "conflicts"), (3, "conflicts"), (4, "reason"), (6, "no"), (7, "no"), (7, "duplicate")}
+    assert found == {(2, "conflicts"), (3, "conflicts"), (4, "reason"), (6, "no"), (7, "no"), (7, "duplicate"),
+                     (8, "conflicts")}
     said = {w.line: what for w, what in problems}
     assert said[3] == "conflicts (XFAIL vs SKIP) with line 2; this later line is the one that applies"
+    assert said[8] == "conflicts (SKIP vs TIMEOUT) with line 7: trtx applies both, TensorRT-LLM only this later line"
 
 
 def test_of_two_waives_with_one_name_the_later_applies():
