@@ -31,8 +31,10 @@ class KnownTests:
     def __init__(self, test_root: str | Path, ids: set[str] | None = None):
         self.root = Path(test_root)
         self.ids = collect_ids(test_root) if ids is None else ids
-        # A class or module id (`file.py::TestX`) names a test when some collected test is under it.
+        # A class or module id (`file.py::TestX`), or a parametrized function's (`file.py::test_t` of
+        # `file.py::test_t[a]`), names a test when some collected test is under it.
         self._prefixes = {i.rsplit("::", k)[0] for i in self.ids for k in range(1, i.count("::") + 1)}
+        self._prefixes |= {i.split("[", 1)[0] for i in self.ids if i.endswith("]")}
 
     def __call__(self, ref: TestRef) -> bool:
         tid = ref.test_id

@@ -121,7 +121,7 @@ class Planned:
 
     def to_json(self) -> dict:
         return {"entry": str(self.entry.ref), "test_id": self.entry.ref.test_id, "timeout_s": self.timeout_s,
-                "waives": [{"test_id": w.ref.test_id, "whole_entry": names_entry(w.ref.test_id, self.entry.ref.test_id),
+                "waives": [{"test_id": w.ref.test_id, "whole_entry": names_entry(w.ref, self.entry.ref),
                             "marker": w.marker, "reason": w.reason or "", "timeout_s": _seconds(w.timeout_min)}
                            for w in self.waives]}
 

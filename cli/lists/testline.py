@@ -89,15 +89,17 @@ def waive_covers(test_id: str, waive_id: str) -> bool:
     return test_id.startswith(waive_id) and test_id[len(waive_id):len(waive_id) + 1] in ("", ":", "[")
 
 
-def names_entry(waive_id: str, entry_id: str) -> bool:
-    """Whether a waive names the list entry itself (the whole entry is waived, whatever it collects:
-    TensorRT-LLM waives an entry run as one test, a folder included, by its own id)."""
-    return waive_id.rstrip("/") == entry_id.rstrip("/")
+def names_entry(waive: TestRef, entry: TestRef) -> bool:
+    """Whether a waive names the list entry itself, id and pytest arguments: then the whole entry is
+    waived, whatever it collects (TensorRT-LLM waives an entry run as one test, a folder included,
+    by its own text). A waive without the entry's arguments reaches its tests only through
+    waive_covers."""
+    return waive.test_id.rstrip("/") == entry.test_id.rstrip("/") and waive.pytest_args == entry.pytest_args
 
 
 def names_folder(test_id: str) -> bool:
-    """Whether an id names a folder: no `::` and no file name (a last part without a dot)."""
-    return "::" not in test_id and "." not in test_id.rstrip("/").rsplit("/", 1)[-1]
+    """Whether an id names a folder: it ends in `/`, or has no `::` and no `.py` file at its end."""
+    return test_id.endswith("/") or ("::" not in test_id and not test_id.endswith(".py"))
 
 
 def split_id(text: str) -> tuple[str, str]:

@@ -236,7 +236,7 @@ def hygiene(wf: WaiveFile, known) -> list[tuple[Waive, str]]:
     no bug link, duplicates and conflicting markers for the same test and platform (the later line
     applies, as in TensorRT-LLM)."""
     problems = []
-    latest: dict[tuple, Waive] = {}     # by (test, platform): the line that applies so far
+    earlier: dict[tuple, list[Waive]] = {}      # by (test, platform): its lines so far
     for w in wf.entries:
         if not known(w.ref):
             problems.append((w, f"matches no known test: {w.ref}"))
@@ -244,18 +244,19 @@ def hygiene(wf: WaiveFile, known) -> list[tuple[Waive, str]]:
             problems.append((w, "no reason: give the bug link in parentheses after the marker"))
         elif w.marker != "TIMEOUT" and not BUG_LINK.search(w.reason):
             problems.append((w, "reason has no bug link"))
-        key = (w.ref, (w.platform or "").upper())
-        if key in latest:
-            prev = latest[key]
-            if prev.marker == w.marker:
-                problems.append((w, f"duplicate of line {prev.line}; this later line is the one that applies"))
-            elif "TIMEOUT" in (prev.marker, w.marker):     # trtx keeps a TIMEOUT beside an outcome
-                problems.append((w, f"conflicts ({prev.marker} vs {w.marker}) with line {prev.line}: trtx applies "
-                                    f"both, TensorRT-LLM only this later line"))
-            else:
-                problems.append((w, f"conflicts ({prev.marker} vs {w.marker}) with line {prev.line}; this later "
-                                    f"line is the one that applies"))
-        latest[key] = w
+        prior = earlier.setdefault((w.ref, (w.platform or "").upper()), [])
+        # An outcome (SKIP, XFAIL, UNSTABLE) replaces an earlier outcome, a TIMEOUT an earlier
+        # TIMEOUT; trtx keeps a TIMEOUT beside an outcome, TensorRT-LLM only the later line of a name.
+        same = [p for p in prior if (p.marker == "TIMEOUT") == (w.marker == "TIMEOUT")]
+        if same and same[-1].marker == w.marker:
+            problems.append((w, f"duplicate of line {same[-1].line}; this later line is the one that applies"))
+        elif same:
+            problems.append((w, f"conflicts ({same[-1].marker} vs {w.marker}) with line {same[-1].line}; this "
+                                f"later line is the one that applies"))
+        elif prior:
+            problems.append((w, f"conflicts ({prior[-1].marker} vs {w.marker}) with line {prior[-1].line}: trtx "
+                                f"applies both, TensorRT-LLM only this later line"))
+        prior.append(w)
     return problems
 
 
@@ -290,8 +291,8 @@ class WaiveIndex:
         for i in range(bisect.bisect_right(self.ids, entry), len(self.ids)):
             if not self.ids[i].startswith(entry):
                 break
-            if within(self.ids[i], entry) and not names_folder(self.ids[i]):
-                found += self.by_id[self.ids[i]]
+            if within(self.ids[i], entry):
+                found += [w for w in self.by_id[self.ids[i]] if not names_folder(w.ref.test_id)]
         unique = list(dict.fromkeys(found))
         # Among equals the later line wins: TensorRT-LLM keeps the last of two lines with one name.
         return sorted(unique, key=lambda w: (-len(w.ref.test_id.rstrip("/")), w.ref != ref, -w.line))

@@ -68,7 +68,10 @@ class _TrtxRun:
             mine = [w for w in entry["waives"] if w["whole_entry"] or waive_covers(item.nodeid, w["test_id"])]
             timeout = next((w for w in mine if w["marker"] == "TIMEOUT"), entry)["timeout_s"]
             item.add_marker(pytest.mark.timeout(timeout))
-            waive = next((w for w in mine if w["marker"] != "TIMEOUT"), None)
+            # A SKIP naming the entry itself skips all of it, whatever lies inside (TensorRT-LLM
+            # never starts an entry waived so); else the most specific outcome waive decides.
+            waive = next((w for w in mine if w["whole_entry"] and w["marker"] == "SKIP"), None) or \
+                next((w for w in mine if w["marker"] != "TIMEOUT"), None)
             if waive:
                 self.waived[item.nodeid] = waive
                 reason = f"waived: {waive_label(waive['marker'], waive['reason'])}"

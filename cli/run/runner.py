@@ -4,9 +4,9 @@ them, show progress.
 Consecutive plain entries share one pytest process; an ISOLATION entry, or one with raw pytest
 arguments (`-k "expr"`), gets a process of its own. Processes run one after another, so the list
 order holds. Each child gets a plan for the plugin in cli/run/pytest_plugin.py: its entries, their
-timeouts, and the waives that can apply to each entry's tests (its own, and those naming a test
-inside it or a folder, file or class around it), which the plugin applies to each test it
-collects. Each child writes its log under RESULTS/logs/, and dies with the harness (Linux
+timeouts, and the waives that can apply to each entry's tests (its own, and those naming a test,
+class or file inside it or a file, class or function around it), which the plugin applies to each
+test it collects. Each child writes its log under RESULTS/logs/, and dies with the harness (Linux
 PDEATHSIG) so that nothing outlives `trtx run`. SIGTERM or SIGINT kills the running child, records
 its tests as interrupted and ends the run with its report. In a terminal progress is a live view;
 elsewhere (a CI log) it is one unwrapped line per test start, end and heartbeat (docs/results.md).

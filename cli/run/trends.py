@@ -185,9 +185,9 @@ def _inside(record: Record, ref: TestRef) -> bool:
         entry = parse_ref(record.entry)
     except ValueError:
         entry = None
-    if ref.pytest_args:
-        return entry == ref
-    return waive_covers(record.nodeid, ref.test_id) or (entry is not None and names_entry(ref.test_id, entry.test_id))
+    if entry is not None and names_entry(ref, entry):
+        return True
+    return not ref.pytest_args and waive_covers(record.nodeid, ref.test_id)
 
 
 # -- text ---------------------------------------------------------------------------------------

@@ -104,6 +104,13 @@ def test_waive_check_exit_codes(tree):
     assert f"waives.txt:{line}: reason has no bug link" in dirty.stdout
 
 
+def test_waive_check_knows_a_parametrized_function_by_its_name(tree):
+    """`f.py::test_param` covers test_param[a b] and test_param[c] (docs: rule 2): it names tests."""
+    (tree / "w.txt").write_text("suite/test_basic.py::test_param XFAIL (https://bugs.example/1)\n")
+    res = trtx("waive", "check", "--waives-file", tree / "w.txt", "--test-root", tree / "tests")
+    assert res.returncode == 0, res.stdout + res.stderr
+
+
 @pytest.mark.parametrize("text,where", [('{"a.py": 1.0,\n "b.py": }', ":2: not a durations file"),
                                         ('["a.py"]', ": a durations file maps each list entry")])
 def test_run_with_a_bad_durations_file_is_one_line(tree, text, where):

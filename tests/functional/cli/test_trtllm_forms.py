@@ -165,8 +165,8 @@ def test_supports_fp8_follows_the_compute_capability(cc, selected):
 def test_list_says_on_stderr_when_no_block_applies():
     res = forms("list", "l0_fx_dgx", "--match", "gpu=B200")     # no stage, no gpu count: nothing applies
     assert res.returncode == 0 and res.stdout == ""
-    assert res.stderr == ("no test of l0_fx_dgx applies to this system: `trtx list l0_fx_dgx --explain` says which "
-                          "keys failed\n")
+    assert res.stderr == ("no test of l0_fx_dgx is selected for this system: `trtx list l0_fx_dgx --explain` shows "
+                          "each block's checks\n")
 
 
 def test_list_refuses_a_missing_waive_file_even_without_markers(tmp_path):

@@ -34,3 +34,31 @@ def test_list_markers_counts_the_waives_inside_an_entry():
     res = trtx("list", "fx_inside", "--markers", *_args(FIXTURE))
     assert res.returncode == 0, res.stderr
     assert res.stdout.splitlines() == [f"{FILE}  waived inside: 4"]
+
+
+def _run_with(tmp_path, context, waives):
+    tree = tmp_path / "t"
+    shutil.copytree(FIXTURE, tree)
+    (tree / "w.txt").write_text(waives)
+    res = trtx("run", context, "--testdb", tree / "test-db", "--waives-file", tree / "w.txt", "--test-root",
+               tree / "tests", "--results", tmp_path / "r")
+    assert res.returncode == 0, res.stdout + res.stderr
+    return {k.removeprefix(FILE + "::"): (v["outcome"], v["waive"]) for k, v in outcomes(tmp_path / "r").items()}
+
+
+def test_a_skip_naming_the_entry_skips_all_of_it_whatever_lies_inside(tmp_path):
+    """As TensorRT-LLM never starts an entry waived SKIP: the test's own XFAIL does not win."""
+    got = _run_with(tmp_path, "fx_inside", "suite/test_waived_inside.py SKIP (https://bugs.example/30)\n"
+                                           "suite/test_waived_inside.py::test_plain XFAIL (https://bugs.example/31)\n")
+    assert got["test_plain"] == ("skipped", "SKIP (https://bugs.example/30)")
+    assert {outcome for outcome, _ in got.values()} == {"skipped"}
+
+
+def test_a_folder_waive_without_the_entrys_arguments_does_not_waive_it(tmp_path):
+    """`suite SKIP` names the folder entry `suite`, not `suite -k "..."` (TensorRT-LLM: another
+    entry id, and no folder match inside); the waive with the entry's arguments does."""
+    assert _run_with(tmp_path, "fx_inside_args", "suite SKIP (https://bugs.example/32)\n") == {
+        "test_plain": ("passed", None)}
+    assert _run_with(tmp_path / "2", "fx_inside_args", 'suite -k "test_waived_inside and test_plain" SKIP '
+                                                       '(https://bugs.example/33)\n') == {
+        "test_plain": ("skipped", "SKIP (https://bugs.example/33)")}

@@ -22,7 +22,7 @@ def db():
 
 
 def test_contexts_from_several_files(db):
-    assert set(db.contexts) == {"fx_cpu", "fx_gpu", "fx_run", "fx_kill", "fx_typo", "fx_extra", "fx_ci", "fx_inside", "fx_retry", "fx_waived"}
+    assert set(db.contexts) == {"fx_cpu", "fx_gpu", "fx_run", "fx_kill", "fx_typo", "fx_extra", "fx_ci", "fx_inside", "fx_inside_args", "fx_retry", "fx_waived"}
     assert db.blocks("fx_extra")[0].path.endswith("more.yaml")
     assert [str(t.ref) for t in db.select("fx_extra", CPU)] == ["suite/test_basic.py::test_param[c]"]
 
@@ -150,6 +150,21 @@ def test_hygiene_finds_every_kind_of_problem():
     said = {w.line: what for w, what in problems}
     assert said[3] == "conflicts (XFAIL vs SKIP) with line 2; this later line is the one that applies"
     assert said[8] == "conflicts (SKIP vs TIMEOUT) with line 7: trtx applies both, TensorRT-LLM only this later line"
+
+
+def test_hygiene_compares_each_line_with_the_earlier_lines_of_its_kind():
+    text = ("a.py::t SKIP (https://bugs/1)\n"
+            "a.py::t TIMEOUT (90)\n"                    # beside the SKIP: both apply here
+            "a.py::t XFAIL (https://bugs/2)\n"          # replaces the SKIP of line 1
+            "b.py::u SKIP (https://bugs/3)\n"
+            "b.py::u TIMEOUT (90)\n"
+            "b.py::u SKIP (https://bugs/4)\n")          # a duplicate of line 4, not a conflict with 5
+    said = {w.line: what for w, what in hygiene(WaiveFile("w", text), known=lambda ref: True)}
+    assert said == {
+        2: "conflicts (SKIP vs TIMEOUT) with line 1: trtx applies both, TensorRT-LLM only this later line",
+        3: "conflicts (SKIP vs XFAIL) with line 1; this later line is the one that applies",
+        5: "conflicts (SKIP vs TIMEOUT) with line 4: trtx applies both, TensorRT-LLM only this later line",
+        6: "duplicate of line 4; this later line is the one that applies"}
 
 
 def test_of_two_waives_with_one_name_the_later_applies():

@@ -3,7 +3,7 @@ the containers around it, most specific first (lists/waives.py, in this process)
 import pytest
 
 from trtx.cli.lists.waives import waives_for
-from trtx.cli.lists.testline import names_folder, parse_ref, waive_covers
+from trtx.cli.lists.testline import names_entry, names_folder, parse_ref, waive_covers
 from trtx.cli.lists.waives import parse_line
 
 
@@ -47,4 +47,21 @@ def test_a_waive_covers_a_test_its_function_class_or_file_not_its_folder(nodeid,
 
 def test_names_folder():
     assert names_folder("unittest/trt/functional") and names_folder("unittest/trt/") and names_folder("d")
+    assert names_folder("unittest/v1.2") and names_folder("unittest/v1.2/")          # a dot in a folder's name
     assert not names_folder("unittest/a/test_x.py") and not names_folder("d/f.py::C")
+    assert not names_folder("perf/test_perf.py::test_perf[llama_v3.1_70b]")
+
+
+def test_a_folder_with_a_dot_inside_a_folder_entry_is_not_counted_as_inside():
+    waives = _waives("unittest/v1.2 SKIP (https://b/1)", "unittest/v1.2/test_a.py SKIP (https://b/2)")
+    assert [w.line for w in waives_for(parse_ref("unittest"), waives)] == [2]
+
+
+@pytest.mark.parametrize("waive,entry,whole", [
+    ("d", "d/", True), ("d/", "d", True),
+    ("d", 'd -k "x"', False),                          # the folder entry with arguments is another entry
+    ('d -k "x"', "d -k 'x'", True),                    # the same arguments, however quoted
+    ("d/f.py", "d/f.py d/g.py", False),                # a multi-path entry: only f.py's tests (waive_covers)
+])
+def test_names_entry(waive, entry, whole):
+    assert names_entry(parse_ref(waive), parse_ref(entry)) is whole
