@@ -24,7 +24,7 @@ from pathlib import Path
 from ..errors import UserError
 from ..fsutil import atomic_write, read_utf8
 from .sysinfo import platform_names
-from .testline import MINUTES, TestRef, names_folder, parse_ref, split_line, within
+from .testline import MINUTES, TestRef, names_entry, names_folder, parse_ref, split_line, within
 
 MARKERS = ("SKIP", "XFAIL", "UNSTABLE", "TIMEOUT")      # ISOLATION is a test-db marker
 BOM = "\ufeff"
@@ -284,9 +284,11 @@ class WaiveIndex:
         waive finds its tests")."""
         entry = ref.test_id.rstrip("/")
         found = list(self.with_args.get(ref, ()))
-        # Around it (and itself): the entry's id cut where a node id continues a file, class or function.
-        for cut in [i for i, ch in enumerate(entry) if ch in ":["] + [len(entry)]:
+        # Around it: the entry's id cut where a node id continues a file, class or function.
+        for cut in [i for i, ch in enumerate(entry) if ch in ":["]:
             found += self.by_id.get(entry[:cut], ())
+        # Its own id: a folder's waive only when it names the entry, pytest arguments included.
+        found += [w for w in self.by_id.get(entry, ()) if not names_folder(w.ref.test_id) or names_entry(w.ref, ref)]
         # Inside it: ids that start with the entry's, in sorted order from there; not folders.
         for i in range(bisect.bisect_right(self.ids, entry), len(self.ids)):
             if not self.ids[i].startswith(entry):

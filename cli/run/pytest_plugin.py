@@ -5,11 +5,11 @@ The plan names the test-list entries this child runs (the node ids themselves ar
 arguments, so pytest keeps exactly those tests, in list order), each with the waives that can apply
 to its tests. For each collected test the plugin applies the entry's timeout and the most specific
 waive that contains the test (one naming its node id, then its function, class or file; one naming
-the entry itself, a folder included, or with the entry's pytest arguments, covers every test of the
-entry), writes a `start` line when it
-begins and a `finish` line with outcome, duration, message and recorded metrics when it ends, and
-rewrites JUnit at both: from its start until its finish the test is in JUnit as an error ("did not
-finish"), so a harness killed mid-test leaves a red JUnit, never a green one with the test missing.
+the entry itself, a folder included, with the entry's pytest arguments, covers every test of the
+entry), writes a `start` line when it begins and a `finish` line with outcome, duration, message and
+recorded metrics when it ends, and rewrites JUnit at both: from its start until its finish the test
+is in JUnit as an error ("did not finish"), so a harness killed mid-test leaves a red JUnit, never a
+green one with the test missing.
 Tests record metrics with pytest's own `record_property("accuracy", 91.3)`. A failing test's
 `finish` line also says what kind of failure it was (failures.py), which `--retries` goes by, and
 every line says which attempt of the test it is (a retry runs in a pytest child of its own).

@@ -22,6 +22,7 @@ def _waives(*lines):
     ("d/g.py", []),                                                 # a folder waive is not a file's
     ("d/sub/h.py", []),
     ("d/sub", ["d/sub SKIP"]),                                      # ... but the entry that is the folder
+    ('d -k "z"', ["d/f.py::C::t[x] SKIP", "d/f.py::C XFAIL", "d/f.py UNSTABLE"]),   # with other arguments: not d's
     ("d/f.py::Cx", ["d/f.py UNSTABLE"]),                            # C is not a prefix of Cx
 ])
 def test_waives_for_an_entry(entry, wanted):
