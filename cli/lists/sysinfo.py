@@ -95,9 +95,9 @@ def platform_names(info: dict) -> list[str]:
       <GPU>, NVIDIA_<GPU>   the gpu name, blanks as underscores: H100_PCIE, NVIDIA_H100_PCIE
       DGX_<MODEL>           on a DGX (product_name holds "DGX"): the gpu name's first word, DGX_H100"""
     names = []
-    cc = re.fullmatch(r"(\d+)(?:\.(\d+))?", str(info.get("compute_capability", "")).strip())
+    cc = _compute_capability(info)
     if cc:
-        names.append(f"sm{cc.group(1)}{cc.group(2) or 0}")
+        names.append(f"sm{cc[0]}{cc[1]}")
     gpu = gpu_short_name(str(info.get("gpu", "")))
     if gpu:
         underscored = "_".join(gpu.split())
@@ -146,8 +146,15 @@ def capability_keys(info: dict) -> dict:
     """Keys TensorRT-LLM's test-db conditions use that follow from compute_capability (detected or
     --match'ed): supports_fp8 (Ada and later, 8.9+) and supports_tf32 (Ampere and later, 8.0+).
     Without a compute capability they stay absent, and a block that names them does not apply."""
-    cc = re.fullmatch(r"(\d+)(?:\.(\d+))?", str(info.get("compute_capability", "")).strip())
+    cc = _compute_capability(info)
     if not cc:
         return {}
-    version = (int(cc.group(1)), int(cc.group(2) or 0))
+    version = (int(cc[0]), int(cc[1]))
     return {"supports_fp8": version >= (8, 9), "supports_tf32": version >= (8, 0)}
+
+
+def _compute_capability(info: dict) -> tuple[str, str] | None:
+    """(major, minor) as written of the compute_capability key ("9" reads as "9", "0"), or None
+    when it is absent or not a version."""
+    cc = re.fullmatch(r"(\d+)(?:\.(\d+))?", str(info.get("compute_capability", "")).strip())
+    return (cc.group(1), cc.group(2) or "0") if cc else None
